@@ -1,0 +1,62 @@
+//! `tah`: the command-line tool of the TaH SDK.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod colour;
+mod trace_cmd;
+
+#[derive(Parser)]
+#[command(
+    name = "tah",
+    version,
+    about = "Run Think-at-Hard (TaH) models on the CPU"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Prefill a prompt, decode greedily and show what every token cost
+    /// (passes, decider probabilities, top logits).
+    Trace(trace_cmd::TraceArgs),
+}
+
+/// Options shared by every command that loads a model.
+#[derive(clap::Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model: a TaH checkpoint directory (Hugging Face layout).
+    #[arg(long, short = 'm')]
+    pub model: PathBuf,
+    /// tokenizer.json to use instead of the one next to the model.
+    #[arg(long)]
+    pub tokenizer: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<tah_core::TahModel> {
+        let options = tah_core::LoadOptions {
+            tokenizer: self.tokenizer.clone(),
+            context_length: None,
+        };
+        Ok(tah_core::TahModel::load(&self.model, &options)?)
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Trace(args) => trace_cmd::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

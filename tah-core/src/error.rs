@@ -1,0 +1,101 @@
+//! The rich internal error of `tah-core`.
+//!
+//! Every failure a user can provoke (a bad file, a bad argument, a prompt that
+//! does not fit) is a variant here, naming the file and the problem. The FFI
+//! crate maps these onto its small public `TahError`.
+
+use std::path::PathBuf;
+
+/// Result alias used throughout `tah-core`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A file could not be opened or read.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A file exists but its content is not what the format requires
+    /// (bad JSON, truncated data, wrong magic, a disallowed pickle opcode...).
+    #[error("{path}: malformed file: {reason}")]
+    MalformedFile { path: PathBuf, reason: String },
+
+    /// A model file lacks a tensor the architecture needs.
+    #[error("{path}: missing tensor `{name}`")]
+    MissingTensor { path: PathBuf, name: String },
+
+    /// A tensor exists but has the wrong shape.
+    #[error("{path}: tensor `{name}` has shape {actual:?}, expected {expected:?}")]
+    ShapeMismatch {
+        path: PathBuf,
+        name: String,
+        expected: Vec<usize>,
+        actual: Vec<usize>,
+    },
+
+    /// A tensor's dtype is not one we can read.
+    #[error("{path}: tensor `{name}` has unsupported dtype {dtype}")]
+    UnsupportedDtype {
+        path: PathBuf,
+        name: String,
+        dtype: String,
+    },
+
+    /// The configuration files are readable but inconsistent or unsupported
+    /// (a LoRA target that does not exist, a decider layer out of range...).
+    #[error("{path}: invalid configuration: {reason}")]
+    InvalidConfig { path: PathBuf, reason: String },
+
+    /// The tokenizer or chat template failed.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// The chat template could not be rendered.
+    #[error("chat template: {0}")]
+    ChatTemplate(String),
+
+    /// A caller-supplied argument is out of range (token id, sampling
+    /// parameter, threshold...).
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    /// The prompt (plus what is already cached) does not fit in the context.
+    #[error("context overflow: {needed} tokens needed, context holds {capacity}")]
+    ContextOverflow { needed: usize, capacity: usize },
+
+    /// The operation was cancelled through its handle.
+    #[error("cancelled")]
+    Cancelled,
+
+    /// A tensor operation failed. This indicates a bug (shapes are validated
+    /// at load time), but it is still reported rather than panicking.
+    #[error("tensor backend: {0}")]
+    Candle(#[from] candle_core::Error),
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn malformed(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::MalformedFile {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+
+    pub(crate) fn config(path: impl Into<PathBuf>, reason: impl Into<String>) -> Self {
+        Error::InvalidConfig {
+            path: path.into(),
+            reason: reason.into(),
+        }
+    }
+}

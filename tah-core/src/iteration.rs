@@ -1,0 +1,269 @@
+//! The TaH iteration loop over one chunk of tokens (a prefill chunk or a
+//! single decode token: the same code path).
+//!
+//! Pass 1 runs every token of the chunk in one batch. The decider then marks
+//! the hard tokens, which take pass 2 together — input: a soft embedding of
+//! their top-k cumulative logits; weights: base + LoRA; output logits added to
+//! the running sum — and so on up to `max_iter`.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use candle_core::{Device, Tensor};
+
+use crate::error::{Error, Result};
+use crate::kv_cache::KvCache;
+use crate::logits::top_k;
+use crate::tah_model::TahModel;
+
+/// How tokens are chosen for further passes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IterationMode {
+    /// The decider picks the hard tokens (the TaH model as trained).
+    #[default]
+    Decider,
+    /// One pass per token: the plain Qwen3 model.
+    Never,
+    /// Every token takes `max_iter` passes.
+    Always,
+}
+
+impl std::str::FromStr for IterationMode {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "decider" => Ok(IterationMode::Decider),
+            "never" => Ok(IterationMode::Never),
+            "always" => Ok(IterationMode::Always),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown iteration mode `{other}` (decider, never, always)"
+            ))),
+        }
+    }
+}
+
+/// Run-time iteration settings.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct IterationPolicy {
+    pub mode: IterationMode,
+    /// Overrides the model's decider threshold (rounded to bf16 like the
+    /// reference). `None` keeps the checkpoint's value.
+    pub threshold: Option<f32>,
+    /// Benchmarks only: force this fraction of positions (chosen by a seeded
+    /// hash of the position) to be hard, while the decider still runs.
+    pub forced_hard_rate: Option<ForcedHardRate>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct ForcedHardRate {
+    pub rate: f64,
+    pub seed: u64,
+}
+
+impl ForcedHardRate {
+    /// Whether `position` is hard under this rate (SplitMix64 of seed ^ position).
+    pub fn is_hard(&self, position: u32) -> bool {
+        let mut z = self.seed ^ (position as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^= z >> 31;
+        ((z >> 11) as f64 / (1u64 << 53) as f64) < self.rate
+    }
+}
+
+impl IterationPolicy {
+    pub fn validate(&self) -> Result<()> {
+        if let Some(t) = self.threshold {
+            if !t.is_finite() {
+                return Err(Error::InvalidArgument(format!(
+                    "threshold {t} is not finite"
+                )));
+            }
+        }
+        if let Some(f) = self.forced_hard_rate {
+            if !(0.0..=1.0).contains(&f.rate) {
+                return Err(Error::InvalidArgument(format!(
+                    "hard rate {} is outside 0..=1",
+                    f.rate
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Which final logits a chunk returns.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeepLogits {
+    /// Every position's (traces, tests).
+    All,
+    /// The last position's (generation needs only these).
+    Last,
+}
+
+/// Options of one chunk forward.
+#[derive(Clone, Copy, Debug)]
+pub struct ChunkOptions<'a> {
+    pub policy: IterationPolicy,
+    pub keep: KeepLogits,
+    /// At most this many tokens of the chunk may take pass 2; over it, the
+    /// least confident hard tokens are skipped first.
+    pub max_hard: Option<usize>,
+    /// Checked before every pass; set means stop with [`Error::Cancelled`].
+    pub cancel: Option<&'a AtomicBool>,
+}
+
+/// What happened to one token of the chunk.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenPasses {
+    /// Depth reached: the number of passes the token took.
+    pub iter_count: usize,
+    /// Decider probability after each pass at which it ran.
+    pub decider_probs: Vec<f32>,
+}
+
+pub struct ChunkOutput {
+    pub tokens: Vec<TokenPasses>,
+    /// Final (cumulative) logits, for the positions [`KeepLogits`] asked for,
+    /// in chunk order.
+    pub logits: Vec<Vec<f32>>,
+}
+
+impl TahModel {
+    /// Runs `ids` (at the positions following the cache) through the TaH loop.
+    /// On error (including cancellation) the cache is rolled back to where it was.
+    pub fn forward_chunk(
+        &self,
+        ids: &[u32],
+        cache: &mut KvCache,
+        opts: &ChunkOptions,
+    ) -> Result<ChunkOutput> {
+        let start = cache.len();
+        if start + ids.len() > cache.capacity() {
+            return Err(Error::ContextOverflow {
+                needed: start + ids.len(),
+                capacity: cache.capacity(),
+            });
+        }
+        let result = self.run_passes(ids, start, cache, opts);
+        if result.is_err() {
+            cache.truncate(start);
+        }
+        result
+    }
+
+    fn run_passes(
+        &self,
+        ids: &[u32],
+        start: usize,
+        cache: &mut KvCache,
+        opts: &ChunkOptions,
+    ) -> Result<ChunkOutput> {
+        opts.policy.validate()?;
+        let n = ids.len();
+        let max_iter = self.max_iter();
+        let threshold = self.effective_threshold(&opts.policy);
+        let keep = |i: usize| opts.keep == KeepLogits::All || i + 1 == n;
+
+        let mut tokens = vec![
+            TokenPasses {
+                iter_count: 0,
+                decider_probs: Vec::new(),
+            };
+            n
+        ];
+        // Cumulative logits of the tokens still in play, by chunk index.
+        let mut cum: Vec<Option<Vec<f32>>> = vec![None; n];
+        // Tokens taking the current pass (chunk indices, ascending) and their input rows.
+        let mut active: Vec<usize> = (0..n).collect();
+        let mut input = self.net.embedding().rows(ids)?;
+
+        for depth in 1..=max_iter {
+            if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
+                return Err(Error::Cancelled);
+            }
+            let positions: Vec<u32> = active.iter().map(|&i| (start + i) as u32).collect();
+            let decider = self.decider.as_ref().filter(|_| depth < max_iter);
+            let capture = decider.map_or(&[][..], |d| d.hidden_state_indices());
+
+            // 1. One pass over the active tokens; logits accumulate.
+            let pass = self
+                .net
+                .forward(&input, &positions, depth, cache, capture)?;
+            let logits = pass.logits.to_vec2::<f32>()?;
+            for (&i, row) in active.iter().zip(logits) {
+                tokens[i].iter_count = depth;
+                cum[i] = Some(match cum[i].take() {
+                    None => row,
+                    Some(mut sum) => {
+                        sum.iter_mut().zip(&row).for_each(|(s, x)| *s += x);
+                        sum
+                    }
+                });
+            }
+            let Some(decider) = decider else { break };
+
+            // 2. The decider reads this pass's hidden states and top-k logits.
+            let k = decider.topk();
+            let mut top_values = Vec::with_capacity(active.len() * k);
+            for &i in &active {
+                let row = cum[i].as_deref().unwrap_or_default();
+                top_values.extend(top_k(row, k).into_iter().map(|(_, v)| v));
+            }
+            let top_values = Tensor::from_vec(top_values, (active.len(), k), &Device::Cpu)?;
+            let probs = decider.probabilities(&pass.hidden_states, &top_values)?;
+            let mut hard: Vec<(usize, f32)> = Vec::new();
+            for ((&i, &p), &pos) in active.iter().zip(&probs).zip(&positions) {
+                tokens[i].decider_probs.push(p);
+                let forced = opts.policy.forced_hard_rate.is_some_and(|f| f.is_hard(pos));
+                if p > threshold || forced {
+                    hard.push((i, p));
+                }
+            }
+            // 3. Over budget, drop the least confident hard tokens first.
+            if depth == 1 {
+                if let Some(max) = opts.max_hard {
+                    if hard.len() > max {
+                        hard.sort_by(|a, b| b.1.total_cmp(&a.1));
+                        hard.truncate(max);
+                        hard.sort_by_key(|&(i, _)| i);
+                    }
+                }
+            }
+            // Tokens that stopped keep their logits only if the caller wants them.
+            let next: Vec<usize> = hard.into_iter().map(|(i, _)| i).collect();
+            for &i in &active {
+                if next.binary_search(&i).is_err() && !keep(i) {
+                    cum[i] = None;
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+
+            // 4. Soft embedding of the hard tokens' top-k cumulative logits.
+            let k_in = self.soft_topk();
+            let mut soft_ids = Vec::with_capacity(next.len() * k_in);
+            let mut soft_weights = Vec::with_capacity(next.len() * k_in);
+            for &i in &next {
+                let top = top_k(cum[i].as_deref().unwrap_or_default(), k_in);
+                let max = top.first().map_or(0.0, |t| t.1);
+                let exps: Vec<f32> = top.iter().map(|&(_, v)| (v - max).exp()).collect();
+                let sum: f32 = exps.iter().sum();
+                soft_ids.extend(top.iter().map(|&(id, _)| id));
+                soft_weights.extend(exps.iter().map(|e| e / sum));
+            }
+            input = self
+                .net
+                .embedding()
+                .soft_embedding(&soft_ids, &soft_weights, k_in)?;
+            active = next;
+        }
+
+        let logits = (0..n)
+            .filter(|&i| keep(i))
+            .map(|i| cum[i].take().unwrap_or_default())
+            .collect();
+        Ok(ChunkOutput { tokens, logits })
+    }
+}

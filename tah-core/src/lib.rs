@@ -1,0 +1,26 @@
+//! `tah-core`: the on-device runtime for Think-at-Hard (TaH) models.
+//!
+//! A TaH model is a Qwen3 network in which a small decider picks the "hard"
+//! tokens; only those take further passes (through the same weights plus a
+//! LoRA adapter, fed a soft embedding of the previous pass's top logits),
+//! and their logits are added up. See `docs` in the repository README.
+
+pub mod chat_template;
+pub mod config;
+pub mod decider;
+pub mod embedding;
+pub mod error;
+pub mod iteration;
+pub mod kv_cache;
+pub mod logits;
+pub mod model;
+pub mod tah_model;
+pub mod tokenizer;
+pub mod torch_pickle;
+pub mod trace;
+pub mod weights;
+
+pub use error::{Error, Result};
+pub use iteration::{ChunkOptions, ChunkOutput, IterationMode, IterationPolicy, KeepLogits};
+pub use kv_cache::KvCache;
+pub use tah_model::{LoadOptions, TahModel};

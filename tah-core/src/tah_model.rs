@@ -1,0 +1,247 @@
+//! A loaded TaH model: immutable weights (network, LoRA, decider), TaH
+//! settings, tokenizer and chat template. Shareable across threads; each
+//! conversation keeps its own [`KvCache`].
+
+use std::path::{Path, PathBuf};
+
+use crate::chat_template::ChatTemplate;
+use crate::config::{read_json, LoraConfig, Qwen3Config, TahConfig};
+use crate::decider::{bf16_threshold, Decider};
+use crate::embedding::Embedding;
+use crate::error::{Error, Result};
+use crate::iteration::{IterationMode, IterationPolicy};
+use crate::kv_cache::KvCache;
+use crate::model::{LoraWeights, Model};
+use crate::tokenizer::TahTokenizer;
+use crate::weights::{SafetensorsSource, WeightBuilder, WeightSource};
+
+/// Options for [`TahModel::load`].
+#[derive(Clone, Debug, Default)]
+pub struct LoadOptions {
+    /// A `tokenizer.json` to use instead of the one next to the model.
+    pub tokenizer: Option<PathBuf>,
+    /// Context length of sessions (default: the model's
+    /// `max_position_embeddings`).
+    pub context_length: Option<usize>,
+}
+
+pub struct TahModel {
+    pub(crate) net: Model,
+    pub(crate) decider: Option<Decider>,
+    max_iter: usize,
+    soft_topk: usize,
+    tokenizer: Option<TahTokenizer>,
+    chat_template: Option<ChatTemplate>,
+    eos_token_ids: Vec<u32>,
+    context_length: usize,
+}
+
+impl TahModel {
+    /// Loads a published TaH checkpoint directory (Hugging Face layout).
+    pub fn load(path: &Path, options: &LoadOptions) -> Result<Self> {
+        if !path.is_dir() {
+            return Err(Error::io(
+                path,
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+            ));
+        }
+        load_hf_dir(path, options)
+    }
+
+    pub fn config(&self) -> &Qwen3Config {
+        self.net.config()
+    }
+
+    /// D: the most passes a token can take (1 for a plain Qwen3 model).
+    pub fn max_iter(&self) -> usize {
+        self.max_iter
+    }
+
+    /// Number of top logits mixed into a soft embedding.
+    pub fn soft_topk(&self) -> usize {
+        self.soft_topk
+    }
+
+    pub fn decider(&self) -> Option<&Decider> {
+        self.decider.as_ref()
+    }
+
+    pub fn tokenizer(&self) -> Result<&TahTokenizer> {
+        self.tokenizer.as_ref().ok_or_else(|| {
+            Error::Tokenizer("this model has no tokenizer (give one with --tokenizer)".into())
+        })
+    }
+
+    pub fn chat_template(&self) -> Result<&ChatTemplate> {
+        self.chat_template
+            .as_ref()
+            .ok_or_else(|| Error::ChatTemplate("this model has no chat template".into()))
+    }
+
+    /// Token ids that end a generation.
+    pub fn eos_token_ids(&self) -> &[u32] {
+        &self.eos_token_ids
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// A fresh KV cache for one conversation.
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.net.kv_shape(self.max_iter), self.context_length)
+    }
+
+    /// The threshold `policy` amounts to: `never` is 1.0 and `always` -1.0,
+    /// exactly as the reference implements them.
+    pub fn effective_threshold(&self, policy: &IterationPolicy) -> f32 {
+        match policy.mode {
+            IterationMode::Never => 1.0,
+            IterationMode::Always => -1.0,
+            IterationMode::Decider => policy
+                .threshold
+                .map(bf16_threshold)
+                .or(self.decider.as_ref().map(Decider::threshold))
+                .unwrap_or(1.0),
+        }
+    }
+}
+
+fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {
+    // 1. Configs. Without tah_config.json this is a plain Qwen3 model.
+    let config_path = dir.join("config.json");
+    let cfg: Qwen3Config = read_json(&config_path)?;
+    cfg.validate(&config_path)?;
+    let tah_path = dir.join("tah_config.json");
+    let tah: Option<TahConfig> = if tah_path.exists() {
+        let tah: TahConfig = read_json(&tah_path)?;
+        tah.validate(&cfg, &tah_path)?;
+        Some(tah)
+    } else {
+        log::warn!(
+            "{}: no tah_config.json; running as plain Qwen3 (never mode)",
+            dir.display()
+        );
+        None
+    };
+    let max_iter = tah.as_ref().map_or(1, |t| t.max_iter);
+
+    // 2. Base weights, memory-mapped and converted tensor by tensor.
+    let weights = SafetensorsSource::open(&dir.join("model.safetensors"))?;
+    let root = WeightBuilder::root(&weights);
+    let embedding = Embedding::new(root.tensor(
+        "model.embed_tokens.weight",
+        &[cfg.vocab_size, cfg.hidden_size],
+    )?)?;
+
+    // 3. The LoRA adapter (needed whenever a token can take a second pass).
+    let net = if max_iter > 1 {
+        let lora_dir = dir.join("lora");
+        let config_path = lora_dir.join("adapter_config.json");
+        let lora_config: LoraConfig = read_json(&config_path)?;
+        lora_config.validate(&config_path)?;
+        let targets = lora_config.targets(&config_path)?;
+        let source = SafetensorsSource::open(&lora_dir.join("adapter_model.safetensors"))?;
+        check_lora_keys(&source, &targets, cfg.num_hidden_layers)?;
+        let lora = LoraWeights {
+            vb: WeightBuilder::root(&source).pp("base_model.model"),
+            config: &lora_config,
+            targets: &targets,
+        };
+        Model::new(&cfg, embedding, &root, Some(&lora))?
+    } else {
+        Model::new(&cfg, embedding, &root, None)?
+    };
+
+    // 4. The decider.
+    let decider = match &tah {
+        Some(t) if t.max_iter > 1 => Some(Decider::from_torch_file(
+            &t.iter_decider_kwargs,
+            &dir.join("iter_decider.bin"),
+        )?),
+        _ => None,
+    };
+
+    // 5. Tokenizer and chat template.
+    let tokenizer_path = options
+        .tokenizer
+        .clone()
+        .unwrap_or_else(|| dir.join("tokenizer.json"));
+    let tokenizer = if tokenizer_path.exists() || options.tokenizer.is_some() {
+        Some(TahTokenizer::from_file(&tokenizer_path)?)
+    } else {
+        None
+    };
+    let template_path = dir.join("tokenizer_config.json");
+    let chat_template = if template_path.exists() {
+        Some(ChatTemplate::from_tokenizer_config(&template_path)?)
+    } else {
+        None
+    };
+
+    let eos_token_ids = eos_ids(&cfg, tokenizer.as_ref());
+    let context_length = options
+        .context_length
+        .unwrap_or(cfg.max_position_embeddings);
+    if context_length == 0 {
+        return Err(Error::InvalidArgument(
+            "context length must be positive".into(),
+        ));
+    }
+    Ok(TahModel {
+        net,
+        decider,
+        max_iter,
+        soft_topk: tah.as_ref().map_or(1, |t| t.input_updater_kwargs.topk),
+        tokenizer,
+        chat_template,
+        eos_token_ids,
+        context_length,
+    })
+}
+
+/// A PEFT adapter with a key we would silently ignore is almost certainly not
+/// meant for this model: every key must name a target module of a real layer.
+fn check_lora_keys(source: &SafetensorsSource, targets: &[&str], num_layers: usize) -> Result<()> {
+    for name in source.names() {
+        let ok = name
+            .strip_prefix("base_model.model.model.layers.")
+            .and_then(|rest| rest.split_once('.'))
+            .and_then(|(layer, rest)| Some((layer.parse::<usize>().ok()?, rest)))
+            .is_some_and(|(layer, rest)| {
+                layer < num_layers
+                    && targets.iter().any(|t| {
+                        [format!("self_attn.{t}."), format!("mlp.{t}.")]
+                            .iter()
+                            .any(|p| rest.starts_with(p.as_str()))
+                    })
+            });
+        if !ok {
+            return Err(Error::config(
+                source.path(),
+                format!("LoRA tensor `{name}` does not match a target module of this model"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// EOS ids: the config's, plus Qwen's `<|im_end|>` / `<|endoftext|>` when the
+/// tokenizer knows them.
+fn eos_ids(cfg: &Qwen3Config, tokenizer: Option<&TahTokenizer>) -> Vec<u32> {
+    let mut ids = cfg
+        .eos_token_id
+        .as_ref()
+        .map(|e| e.ids())
+        .unwrap_or_default();
+    if let Some(tok) = tokenizer {
+        for special in ["<|im_end|>", "<|endoftext|>"] {
+            if let Some(id) = tok.token_to_id(special) {
+                if !ids.contains(&id) {
+                    ids.push(id);
+                }
+            }
+        }
+    }
+    ids
+}

@@ -1,0 +1,43 @@
+//! Helpers shared by the integration tests: where the fixtures live.
+#![allow(dead_code)] // each test binary uses a different subset
+
+use std::path::PathBuf;
+
+use tah_core::{LoadOptions, TahModel};
+
+/// The fixtures copied into the repository (byte-identical to `../shared/fixtures`).
+pub fn fixture_dir() -> PathBuf {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    assert!(
+        dir.join("qwen3-tokenizer/tokenizer.json").exists(),
+        "fixtures missing at {}: they are part of the repository (tah-core/tests/fixtures)",
+        dir.display()
+    );
+    dir
+}
+
+/// The real Qwen3 tokenizer.
+pub fn tokenizer_path() -> PathBuf {
+    fixture_dir().join("qwen3-tokenizer/tokenizer.json")
+}
+
+/// Every fixture checkpoint (a directory with an `expected.json`), sorted.
+pub fn fixture_names() -> Vec<String> {
+    let mut names: Vec<String> = std::fs::read_dir(fixture_dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.path().join("expected.json").exists())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    names
+}
+
+pub fn fixture_model(name: &str) -> TahModel {
+    let options = LoadOptions {
+        tokenizer: Some(tokenizer_path()),
+        ..Default::default()
+    };
+    TahModel::load(&fixture_dir().join(name), &options)
+        .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
