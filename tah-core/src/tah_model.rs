@@ -168,7 +168,9 @@ fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {
         .clone()
         .unwrap_or_else(|| dir.join("tokenizer.json"));
     let tokenizer = if tokenizer_path.exists() || options.tokenizer.is_some() {
-        Some(TahTokenizer::from_file(&tokenizer_path)?)
+        let tokenizer = TahTokenizer::from_file(&tokenizer_path)?;
+        check_tokenizer_fits(&tokenizer, cfg.vocab_size, &tokenizer_path)?;
+        Some(tokenizer)
     } else {
         None
     };
@@ -222,6 +224,25 @@ fn check_lora_keys(source: &SafetensorsSource, targets: &[&str], num_layers: usi
                 format!("LoRA tensor `{name}` does not match a target module of this model"),
             ));
         }
+    }
+    Ok(())
+}
+
+/// A tokenizer that can produce ids the embedding has no row for belongs to
+/// another model.
+pub(crate) fn check_tokenizer_fits(
+    tokenizer: &TahTokenizer,
+    vocab_size: usize,
+    path: &Path,
+) -> Result<()> {
+    if tokenizer.max_token_id() as usize >= vocab_size {
+        return Err(Error::config(
+            path,
+            format!(
+                "tokenizer produces ids up to {} but the model has {vocab_size} embedding rows",
+                tokenizer.max_token_id()
+            ),
+        ));
     }
     Ok(())
 }

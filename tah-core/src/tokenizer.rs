@@ -20,6 +20,8 @@ pub struct TahTokenizer {
     inner: Arc<Tokenizer>,
     /// Cached: `tokenizers` rebuilds the whole vocabulary map to count it.
     vocab_size: usize,
+    /// Largest id the tokenizer can produce (ids may be sparse).
+    max_token_id: u32,
 }
 
 impl TahTokenizer {
@@ -45,9 +47,11 @@ impl TahTokenizer {
             .map_err(|e| format!("cannot disable truncation: {e}"))?;
         tokenizer.with_padding(None);
         let vocab_size = tokenizer.get_vocab_size(true);
+        let max_token_id = tokenizer.get_vocab(true).into_values().max().unwrap_or(0);
         Ok(Self {
             inner: Arc::new(tokenizer),
             vocab_size,
+            max_token_id,
         })
     }
 
@@ -85,6 +89,12 @@ impl TahTokenizer {
     /// Qwen3; the model's embedding has more rows, which have no token).
     pub fn vocab_size(&self) -> usize {
         self.vocab_size
+    }
+
+    /// Largest token id this tokenizer produces; a model must have an
+    /// embedding row for it.
+    pub fn max_token_id(&self) -> u32 {
+        self.max_token_id
     }
 
     fn check_ids(&self, ids: &[u32]) -> Result<()> {
