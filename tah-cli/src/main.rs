@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bench_cmd;
 mod colour;
 mod trace_cmd;
 
@@ -24,6 +25,9 @@ enum Command {
     /// Prefill a prompt, decode greedily and show what every token cost
     /// (passes, decider probabilities, top logits).
     Trace(trace_cmd::TraceArgs),
+    /// Measure prefill / decode speed, passes per token, peak RSS and load
+    /// time per iteration mode (like llama-bench).
+    Bench(bench_cmd::BenchArgs),
 }
 
 /// Options shared by every command that loads a model.
@@ -51,6 +55,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace(args) => trace_cmd::run(&args),
+        Command::Bench(args) => bench_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

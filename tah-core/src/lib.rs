@@ -13,6 +13,7 @@ pub mod error;
 pub mod iteration;
 pub mod kv_cache;
 pub mod logits;
+pub mod matmul;
 pub mod model;
 pub mod tah_model;
 pub mod tokenizer;

@@ -6,12 +6,13 @@
 //! [`KvCache`] at (position, depth) and attention is duo-causal.
 
 use candle_core::quantized::QMatMul;
-use candle_core::{Module, Tensor, D};
+use candle_core::{Tensor, D};
 
 use crate::config::{LoraConfig, Qwen3Config};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvShape};
+use crate::matmul::matmul_t;
 use crate::weights::WeightBuilder;
 
 /// RoPE, "rotate-half" (NeoX) style, as Hugging Face computes it in f32.
@@ -89,10 +90,10 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, depth: usize) -> Result<Tensor> {
-        let y = self.weight.forward(x)?;
+        let y = matmul_t(x, &self.weight)?;
         match &self.lora {
             Some(l) if depth >= 2 => {
-                let delta = l.b.forward(&l.a.forward(x)?)?;
+                let delta = matmul_t(&matmul_t(x, &l.a)?, &l.b)?;
                 Ok((y + (delta * l.scaling)?)?)
             }
             _ => Ok(y),
@@ -394,7 +395,7 @@ impl Model {
         // 3. Final norm (hidden state L), then the LM head.
         let h = self.norm.forward(&h)?;
         keep(num_layers, &h);
-        let logits = self.lm_head.forward(&h)?;
+        let logits = matmul_t(&h, &self.lm_head)?;
         let hidden_states = captured
             .into_iter()
             .map(|t| t.ok_or_else(|| Error::InvalidArgument("hidden state not captured".into())))

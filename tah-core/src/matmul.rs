@@ -1,0 +1,117 @@
+//! `x @ W^T` for the model's weight matrices.
+//!
+//! For a handful of rows (decode steps, the few hard tokens of a chunk) a
+//! general GEMM spends most of its time packing the whole weight matrix;
+//! a row-parallel dot product over the row-major weight reads it once.
+
+use candle_core::quantized::QMatMul;
+use candle_core::{DType, Module, Tensor};
+use rayon::prelude::*;
+
+use crate::error::Result;
+
+/// Up to this many input rows use the dot-product path.
+const FEW_ROWS: usize = 4;
+/// Output columns per parallel task.
+const COLUMNS_PER_TASK: usize = 256;
+
+pub fn matmul_t(x: &Tensor, w: &QMatMul) -> Result<Tensor> {
+    if let QMatMul::Tensor(weight) = w {
+        let (rows, in_dim) = x.dims2()?;
+        if rows <= FEW_ROWS && weight.dtype() == DType::F32 && weight.is_contiguous() {
+            return few_rows(x, weight, rows, in_dim);
+        }
+    }
+    Ok(w.forward(x)?)
+}
+
+fn few_rows(x: &Tensor, weight: &Tensor, rows: usize, in_dim: usize) -> Result<Tensor> {
+    let out_dim = weight.dim(0)?;
+    let x = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+    let (storage, layout) = weight.storage_and_layout();
+    let candle_core::Storage::Cpu(cpu) = &*storage else {
+        return Ok(Tensor::from_vec(x, (rows, in_dim), weight.device())?.matmul(&weight.t()?)?);
+    };
+    let w = &cpu.as_slice::<f32>()?[layout.start_offset()..][..out_dim * in_dim];
+    // Column-major result: each task owns a block of output columns (all
+    // rows), so tasks never share an output element.
+    let mut by_column = vec![0f32; out_dim * rows];
+    by_column
+        .par_chunks_mut(COLUMNS_PER_TASK * rows)
+        .enumerate()
+        .for_each(|(task, block)| {
+            for (c, cell) in block.chunks_mut(rows).enumerate() {
+                let w_row = &w[(task * COLUMNS_PER_TASK + c) * in_dim..][..in_dim];
+                for (r, value) in cell.iter_mut().enumerate() {
+                    *value = dot(&x[r * in_dim..][..in_dim], w_row);
+                }
+            }
+        });
+    let out = Tensor::from_vec(by_column, (out_dim, rows), weight.device())?;
+    Ok(if rows == 1 {
+        out.reshape((1, out_dim))?
+    } else {
+        out.t()?.contiguous()?
+    })
+}
+
+/// Dot product, using AVX2 + FMA when the CPU has them (the portable build
+/// targets baseline x86-64; ARM builds get NEON from the target itself).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { dot_avx2(a, b) };
+        }
+    }
+    dot_portable(a, b)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
+    dot_portable(a, b)
+}
+
+/// Sixteen independent accumulators: the compiler maps them onto SIMD lanes.
+#[inline(always)]
+fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
+    const LANES: usize = 16;
+    let mut acc = [0f32; LANES];
+    let (a_body, b_body) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
+    let tail: f32 = a_body
+        .remainder()
+        .iter()
+        .zip(b_body.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (ca, cb) in a_body.zip(b_body) {
+        for l in 0..LANES {
+            acc[l] = ca[l].mul_add(cb[l], acc[l]);
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    #[test]
+    fn few_rows_path_equals_gemm() {
+        let x = Tensor::randn(0f32, 1.0, (3, 70), &Device::Cpu).unwrap();
+        let w = Tensor::randn(0f32, 1.0, (1000, 70), &Device::Cpu).unwrap();
+        let fast = matmul_t(&x, &QMatMul::Tensor(w.clone())).unwrap();
+        let reference = x.matmul(&w.t().unwrap()).unwrap();
+        let diff = (fast - reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+    }
+}
