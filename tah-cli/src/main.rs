@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod colour;
+mod generate_cmd;
 mod trace_cmd;
 
 #[derive(Parser)]
@@ -24,6 +25,11 @@ enum Command {
     /// Prefill a prompt, decode greedily and show what every token cost
     /// (passes, decider probabilities, top logits).
     Trace(trace_cmd::TraceArgs),
+    /// Generate an answer, streamed token by token (tokens that took more
+    /// than one pass highlighted), then a stats line.
+    Generate(generate_cmd::GenerateArgs),
+    /// Interactive multi-turn chat (Ctrl-C stops the current answer).
+    Chat(generate_cmd::ChatArgs),
 }
 
 /// Options shared by every command that loads a model.
@@ -35,13 +41,16 @@ pub struct ModelArgs {
     /// tokenizer.json to use instead of the one next to the model.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Context length in tokens (default: the model's maximum).
+    #[arg(long)]
+    pub context_length: Option<usize>,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<tah_core::TahModel> {
         let options = tah_core::LoadOptions {
             tokenizer: self.tokenizer.clone(),
-            context_length: None,
+            context_length: self.context_length,
         };
         Ok(tah_core::TahModel::load(&self.model, &options)?)
     }
@@ -51,6 +60,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace(args) => trace_cmd::run(&args),
+        Command::Generate(args) => generate_cmd::run_generate(&args),
+        Command::Chat(args) => generate_cmd::run_chat(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

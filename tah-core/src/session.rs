@@ -113,6 +113,12 @@ impl TahSession {
         &self.history
     }
 
+    /// Replaces the conversation (a system message to open it, a restored
+    /// chat...). The cache is kept: the next turn reuses what still matches.
+    pub fn set_history(&mut self, history: Vec<ChatMessage>) {
+        self.history = history;
+    }
+
     /// Positions held in the KV cache.
     pub fn cached_tokens(&self) -> usize {
         self.tokens.len()
