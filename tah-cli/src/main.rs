@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_cmd;
 mod colour;
+mod generate_cmd;
 mod trace_cmd;
 
 #[derive(Parser)]
@@ -28,6 +29,11 @@ enum Command {
     /// Measure prefill / decode speed, passes per token, peak RSS and load
     /// time per iteration mode (like llama-bench).
     Bench(bench_cmd::BenchArgs),
+    /// Generate an answer, streamed token by token (tokens that took more
+    /// than one pass highlighted), then a stats line.
+    Generate(generate_cmd::GenerateArgs),
+    /// Interactive multi-turn chat (Ctrl-C stops the current answer).
+    Chat(generate_cmd::ChatArgs),
 }
 
 /// Options shared by every command that loads a model.
@@ -39,13 +45,16 @@ pub struct ModelArgs {
     /// tokenizer.json to use instead of the one next to the model.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
+    /// Context length in tokens (default: the model's maximum).
+    #[arg(long)]
+    pub context_length: Option<usize>,
 }
 
 impl ModelArgs {
     pub fn load(&self) -> anyhow::Result<tah_core::TahModel> {
         let options = tah_core::LoadOptions {
             tokenizer: self.tokenizer.clone(),
-            context_length: None,
+            context_length: self.context_length,
         };
         Ok(tah_core::TahModel::load(&self.model, &options)?)
     }
@@ -56,6 +65,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Trace(args) => trace_cmd::run(&args),
         Command::Bench(args) => bench_cmd::run(&args),
+        Command::Generate(args) => generate_cmd::run_generate(&args),
+        Command::Chat(args) => generate_cmd::run_chat(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,18 +10,27 @@ pub mod config;
 pub mod decider;
 pub mod embedding;
 pub mod error;
+pub mod generation;
 pub mod iteration;
 pub mod kv_cache;
 pub mod logits;
 pub mod matmul;
 pub mod model;
+pub mod sampling;
+pub mod session;
+pub mod stream;
 pub mod tah_model;
 pub mod tokenizer;
 pub mod torch_pickle;
 pub mod trace;
 pub mod weights;
 
+pub use chat_template::{ChatMessage, Role};
 pub use error::{Error, Result};
 pub use iteration::{ChunkOptions, ChunkOutput, IterationMode, IterationPolicy, KeepLogits};
 pub use kv_cache::KvCache;
+pub use session::{
+    CancelHandle, GenerationConfig, GenerationResult, GenerationStats, Prompt, StopReason,
+    TahSession, TokenEvent,
+};
 pub use tah_model::{LoadOptions, TahModel};

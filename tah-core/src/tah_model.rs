@@ -3,6 +3,7 @@
 //! conversation keeps its own [`KvCache`].
 
 use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 use crate::chat_template::ChatTemplate;
 use crate::config::{read_json, LoraConfig, Qwen3Config, TahConfig};
@@ -34,6 +35,8 @@ pub struct TahModel {
     chat_template: Option<ChatTemplate>,
     eos_token_ids: Vec<u32>,
     context_length: usize,
+    /// Wall time of [`TahModel::load`], reported in generation stats.
+    load_ms: f64,
 }
 
 impl TahModel {
@@ -45,7 +48,15 @@ impl TahModel {
                 std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
             ));
         }
-        load_hf_dir(path, options)
+        let started = Instant::now();
+        let mut model = load_hf_dir(path, options)?;
+        model.load_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(model)
+    }
+
+    /// How long [`TahModel::load`] took, in milliseconds.
+    pub fn load_ms(&self) -> f64 {
+        self.load_ms
     }
 
     pub fn config(&self) -> &Qwen3Config {
@@ -199,6 +210,7 @@ fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {
         chat_template,
         eos_token_ids,
         context_length,
+        load_ms: 0.0,
     })
 }
 
