@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod colour;
+mod convert_cmd;
 mod trace_cmd;
 
 #[derive(Parser)]
@@ -24,12 +25,16 @@ enum Command {
     /// Prefill a prompt, decode greedily and show what every token cost
     /// (passes, decider probabilities, top logits).
     Trace(trace_cmd::TraceArgs),
+    /// Convert a checkpoint directory into one quantized, memory-mapped
+    /// GGUF model file.
+    Convert(convert_cmd::ConvertArgs),
 }
 
 /// Options shared by every command that loads a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model: a TaH checkpoint directory (Hugging Face layout).
+    /// Model: a TaH checkpoint directory (Hugging Face layout) or a `.gguf`
+    /// file written by `tah convert` (or a plain Qwen3 GGUF).
     #[arg(long, short = 'm')]
     pub model: PathBuf,
     /// tokenizer.json to use instead of the one next to the model.
@@ -43,7 +48,11 @@ impl ModelArgs {
             tokenizer: self.tokenizer.clone(),
             context_length: None,
         };
-        Ok(tah_core::TahModel::load(&self.model, &options)?)
+        let model = tah_core::TahModel::load(&self.model, &options)?;
+        if let Some(notice) = model.notice() {
+            eprintln!("note: {notice}");
+        }
+        Ok(model)
     }
 }
 
@@ -51,6 +60,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace(args) => trace_cmd::run(&args),
+        Command::Convert(args) => convert_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod decider;
 pub mod embedding;
 pub mod error;
+pub mod gguf;
 pub mod iteration;
 pub mod kv_cache;
 pub mod logits;
@@ -20,7 +21,7 @@ pub mod torch_pickle;
 pub mod trace;
 pub mod weights;
 
-pub use error::{Error, Result};
+pub use error::{Error, GgufProblem, Result};
 pub use iteration::{ChunkOptions, ChunkOutput, IterationMode, IterationPolicy, KeepLogits};
 pub use kv_cache::KvCache;
 pub use tah_model::{LoadOptions, TahModel};

@@ -5,14 +5,13 @@
 //! weights; every depth >= 2 adds the LoRA adapter. K/V go into the shared
 //! [`KvCache`] at (position, depth) and attention is duo-causal.
 
-use candle_core::quantized::QMatMul;
-use candle_core::{Module, Tensor, D};
+use candle_core::{Tensor, D};
 
 use crate::config::{LoraConfig, Qwen3Config};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvShape};
-use crate::weights::WeightBuilder;
+use crate::weights::{Matrix, WeightBuilder};
 
 /// RoPE, "rotate-half" (NeoX) style, as Hugging Face computes it in f32.
 #[derive(Clone, Debug)]
@@ -51,15 +50,15 @@ impl RotaryEmbedding {
 /// PEFT LoRA pair: `scaling * B (A x)`.
 #[derive(Clone, Debug)]
 pub struct LoraAdapter {
-    a: QMatMul,
-    b: QMatMul,
+    a: Matrix,
+    b: Matrix,
     scaling: f64,
 }
 
 /// A bias-free linear layer that adds its LoRA adapter at depth >= 2.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    weight: QMatMul,
+    weight: Matrix,
     lora: Option<LoraAdapter>,
 }
 
@@ -300,7 +299,7 @@ pub struct Model {
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: QMatMul,
+    lm_head: Matrix,
     rotary: RotaryEmbedding,
     cfg: Qwen3Config,
 }
@@ -323,7 +322,7 @@ impl Model {
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(&model_vb, "norm", cfg.hidden_size, cfg.rms_norm_eps)?;
         let lm_head = if cfg.tie_word_embeddings {
-            embed_tokens.as_lm_head()?
+            embed_tokens.as_lm_head()
         } else {
             vb.matrix("lm_head.weight", cfg.vocab_size, cfg.hidden_size)?
         };
