@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 
 mod bench_cmd;
 mod colour;
+mod convert_cmd;
 mod generate_cmd;
 mod trace_cmd;
 
@@ -34,12 +35,16 @@ enum Command {
     Generate(generate_cmd::GenerateArgs),
     /// Interactive multi-turn chat (Ctrl-C stops the current answer).
     Chat(generate_cmd::ChatArgs),
+    /// Convert a checkpoint directory into one quantized, memory-mapped
+    /// GGUF model file.
+    Convert(convert_cmd::ConvertArgs),
 }
 
 /// Options shared by every command that loads a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model: a TaH checkpoint directory (Hugging Face layout).
+    /// Model: a TaH checkpoint directory (Hugging Face layout) or a `.gguf`
+    /// file written by `tah convert` (or a plain Qwen3 GGUF).
     #[arg(long, short = 'm')]
     pub model: PathBuf,
     /// tokenizer.json to use instead of the one next to the model.
@@ -56,7 +61,11 @@ impl ModelArgs {
             tokenizer: self.tokenizer.clone(),
             context_length: self.context_length,
         };
-        Ok(tah_core::TahModel::load(&self.model, &options)?)
+        let model = tah_core::TahModel::load(&self.model, &options)?;
+        if let Some(notice) = model.notice() {
+            eprintln!("note: {notice}");
+        }
+        Ok(model)
     }
 }
 
@@ -67,6 +76,7 @@ fn main() -> ExitCode {
         Command::Bench(args) => bench_cmd::run(&args),
         Command::Generate(args) => generate_cmd::run_generate(&args),
         Command::Chat(args) => generate_cmd::run_chat(&args),
+        Command::Convert(args) => convert_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -24,6 +24,10 @@ pub enum Error {
     #[error("{path}: malformed file: {reason}")]
     MalformedFile { path: PathBuf, reason: String },
 
+    /// A GGUF model file is damaged, hostile or of a version we cannot read.
+    #[error("{path}: {problem}")]
+    Gguf { path: PathBuf, problem: GgufProblem },
+
     /// A model file lacks a tensor the architecture needs.
     #[error("{path}: missing tensor `{name}`")]
     MissingTensor { path: PathBuf, name: String },
@@ -77,7 +81,37 @@ pub enum Error {
     Candle(#[from] candle_core::Error),
 }
 
+/// What is wrong with a GGUF file (see [`Error::Gguf`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GgufProblem {
+    #[error("not a GGUF file (magic {0:#010x})")]
+    BadMagic(u32),
+    #[error("GGUF version {0} is not supported (2 and 3 are)")]
+    UnsupportedVersion(u32),
+    #[error("TaH format version {found} is not supported (this runtime reads {supported})")]
+    UnsupportedTahVersion { found: u32, supported: u32 },
+    #[error("the file ends early (while reading {0})")]
+    Truncated(String),
+    #[error("{0} is too large (corrupt or hostile file)")]
+    TooLarge(String),
+    #[error("tensor `{0}` lies (partly) past the end of the file")]
+    TensorOutOfBounds(String),
+    #[error("tensor `{0}` is not aligned for its type")]
+    Misaligned(String),
+    #[error("tensor `{name}` has GGML type {type_id}, which is not supported")]
+    UnsupportedType { name: String, type_id: u32 },
+    #[error("metadata `{key}`: {reason}")]
+    Metadata { key: String, reason: String },
+}
+
 impl Error {
+    pub(crate) fn gguf(path: impl Into<PathBuf>, problem: GgufProblem) -> Self {
+        Error::Gguf {
+            path: path.into(),
+            problem,
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

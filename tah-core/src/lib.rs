@@ -11,6 +11,7 @@ pub mod decider;
 pub mod embedding;
 pub mod error;
 pub mod generation;
+pub mod gguf;
 pub mod iteration;
 pub mod kv_cache;
 pub mod logits;
@@ -26,7 +27,7 @@ pub mod trace;
 pub mod weights;
 
 pub use chat_template::{ChatMessage, Role};
-pub use error::{Error, Result};
+pub use error::{Error, GgufProblem, Result};
 pub use iteration::{ChunkOptions, ChunkOutput, IterationMode, IterationPolicy, KeepLogits};
 pub use kv_cache::KvCache;
 pub use session::{

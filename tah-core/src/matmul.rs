@@ -1,11 +1,10 @@
-//! `x @ W^T` for the model's weight matrices.
+//! `x @ W^T` for dense f32 weight matrices.
 //!
 //! For a handful of rows (decode steps, the few hard tokens of a chunk) a
 //! general GEMM spends most of its time packing the whole weight matrix;
 //! a row-parallel dot product over the row-major weight reads it once.
 
-use candle_core::quantized::QMatMul;
-use candle_core::{DType, Module, Tensor};
+use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
 use crate::error::Result;
@@ -15,14 +14,13 @@ const FEW_ROWS: usize = 4;
 /// Output columns per parallel task.
 const COLUMNS_PER_TASK: usize = 256;
 
-pub fn matmul_t(x: &Tensor, w: &QMatMul) -> Result<Tensor> {
-    if let QMatMul::Tensor(weight) = w {
-        let (rows, in_dim) = x.dims2()?;
-        if rows <= FEW_ROWS && weight.dtype() == DType::F32 && weight.is_contiguous() {
-            return few_rows(x, weight, rows, in_dim);
-        }
+/// `x` (`[n, in]`) times the transpose of `weight` (`[out, in]`).
+pub fn dense_matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
+    let (rows, in_dim) = x.dims2()?;
+    if rows <= FEW_ROWS && weight.dtype() == DType::F32 && weight.is_contiguous() {
+        return few_rows(x, weight, rows, in_dim);
     }
-    Ok(w.forward(x)?)
+    Ok(x.matmul(&weight.t()?)?)
 }
 
 fn few_rows(x: &Tensor, weight: &Tensor, rows: usize, in_dim: usize) -> Result<Tensor> {
@@ -104,7 +102,7 @@ mod tests {
     fn few_rows_path_equals_gemm() {
         let x = Tensor::randn(0f32, 1.0, (3, 70), &Device::Cpu).unwrap();
         let w = Tensor::randn(0f32, 1.0, (1000, 70), &Device::Cpu).unwrap();
-        let fast = matmul_t(&x, &QMatMul::Tensor(w.clone())).unwrap();
+        let fast = dense_matmul_t(&x, &w).unwrap();
         let reference = x.matmul(&w.t().unwrap()).unwrap();
         let diff = (fast - reference)
             .unwrap()

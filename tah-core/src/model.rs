@@ -5,15 +5,13 @@
 //! weights; every depth >= 2 adds the LoRA adapter. K/V go into the shared
 //! [`KvCache`] at (position, depth) and attention is duo-causal.
 
-use candle_core::quantized::QMatMul;
 use candle_core::{Tensor, D};
 
 use crate::config::{LoraConfig, Qwen3Config};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
 use crate::kv_cache::{KvCache, KvShape};
-use crate::matmul::matmul_t;
-use crate::weights::WeightBuilder;
+use crate::weights::{Matrix, WeightBuilder};
 
 /// RoPE, "rotate-half" (NeoX) style, as Hugging Face computes it in f32.
 #[derive(Clone, Debug)]
@@ -52,15 +50,15 @@ impl RotaryEmbedding {
 /// PEFT LoRA pair: `scaling * B (A x)`.
 #[derive(Clone, Debug)]
 pub struct LoraAdapter {
-    a: QMatMul,
-    b: QMatMul,
+    a: Matrix,
+    b: Matrix,
     scaling: f64,
 }
 
 /// A bias-free linear layer that adds its LoRA adapter at depth >= 2.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    weight: QMatMul,
+    weight: Matrix,
     lora: Option<LoraAdapter>,
 }
 
@@ -90,10 +88,10 @@ impl Linear {
     }
 
     pub fn forward(&self, x: &Tensor, depth: usize) -> Result<Tensor> {
-        let y = matmul_t(x, &self.weight)?;
+        let y = self.weight.forward(x)?;
         match &self.lora {
             Some(l) if depth >= 2 => {
-                let delta = matmul_t(&matmul_t(x, &l.a)?, &l.b)?;
+                let delta = l.b.forward(&l.a.forward(x)?)?;
                 Ok((y + (delta * l.scaling)?)?)
             }
             _ => Ok(y),
@@ -301,7 +299,7 @@ pub struct Model {
     embed_tokens: Embedding,
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
-    lm_head: QMatMul,
+    lm_head: Matrix,
     rotary: RotaryEmbedding,
     cfg: Qwen3Config,
 }
@@ -324,7 +322,7 @@ impl Model {
             .collect::<Result<Vec<_>>>()?;
         let norm = RmsNorm::new(&model_vb, "norm", cfg.hidden_size, cfg.rms_norm_eps)?;
         let lm_head = if cfg.tie_word_embeddings {
-            embed_tokens.as_lm_head()?
+            embed_tokens.as_lm_head()
         } else {
             vb.matrix("lm_head.weight", cfg.vocab_size, cfg.hidden_size)?
         };
@@ -395,7 +393,7 @@ impl Model {
         // 3. Final norm (hidden state L), then the LM head.
         let h = self.norm.forward(&h)?;
         keep(num_layers, &h);
-        let logits = matmul_t(&h, &self.lm_head)?;
+        let logits = self.lm_head.forward(&h)?;
         let hidden_states = captured
             .into_iter()
             .map(|t| t.ok_or_else(|| Error::InvalidArgument("hidden state not captured".into())))

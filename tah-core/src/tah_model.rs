@@ -37,19 +37,36 @@ pub struct TahModel {
     context_length: usize,
     /// Wall time of [`TahModel::load`], reported in generation stats.
     load_ms: f64,
+    notice: Option<String>,
+}
+
+/// What a format-specific loader hands to [`TahModel::assemble`].
+pub(crate) struct LoadedParts {
+    pub net: Model,
+    pub decider: Option<Decider>,
+    pub max_iter: usize,
+    pub soft_topk: usize,
+    pub tokenizer: Option<TahTokenizer>,
+    pub chat_template: Option<ChatTemplate>,
+    /// Shown to the user once (e.g. "no TaH parts: plain Qwen3").
+    pub notice: Option<String>,
 }
 
 impl TahModel {
-    /// Loads a published TaH checkpoint directory (Hugging Face layout).
+    /// Loads a published TaH checkpoint directory (Hugging Face layout) or a
+    /// `.gguf` model file (see [`crate::gguf`]).
     pub fn load(path: &Path, options: &LoadOptions) -> Result<Self> {
-        if !path.is_dir() {
+        let started = Instant::now();
+        let mut model = if path.is_dir() {
+            load_hf_dir(path, options)?
+        } else if path.is_file() {
+            crate::gguf::load::load(path, options)?
+        } else {
             return Err(Error::io(
                 path,
-                std::io::Error::new(std::io::ErrorKind::NotFound, "model directory not found"),
+                std::io::Error::new(std::io::ErrorKind::NotFound, "model not found"),
             ));
-        }
-        let started = Instant::now();
-        let mut model = load_hf_dir(path, options)?;
+        };
         model.load_ms = started.elapsed().as_secs_f64() * 1e3;
         Ok(model)
     }
@@ -57,6 +74,44 @@ impl TahModel {
     /// How long [`TahModel::load`] took, in milliseconds.
     pub fn load_ms(&self) -> f64 {
         self.load_ms
+    }
+
+    pub(crate) fn assemble(parts: LoadedParts, options: &LoadOptions) -> Result<Self> {
+        if let Some(notice) = &parts.notice {
+            log::warn!("{notice}");
+        }
+        let eos_token_ids = eos_ids(parts.net.config(), parts.tokenizer.as_ref());
+        let context_length = options
+            .context_length
+            .unwrap_or(parts.net.config().max_position_embeddings);
+        if context_length == 0 {
+            return Err(Error::InvalidArgument(
+                "context length must be positive".into(),
+            ));
+        }
+        Ok(TahModel {
+            net: parts.net,
+            decider: parts.decider,
+            max_iter: parts.max_iter,
+            soft_topk: parts.soft_topk,
+            tokenizer: parts.tokenizer,
+            chat_template: parts.chat_template,
+            eos_token_ids,
+            context_length,
+            load_ms: 0.0,
+            notice: parts.notice,
+        })
+    }
+
+    /// A notice about how the model was loaded (e.g. a plain Qwen3 model
+    /// running in `never` mode), for the user to see.
+    pub fn notice(&self) -> Option<&str> {
+        self.notice.as_deref()
+    }
+
+    /// The network's token embedding.
+    pub fn embedding(&self) -> &Embedding {
+        self.net.embedding()
     }
 
     pub fn config(&self) -> &Qwen3Config {
@@ -129,12 +184,14 @@ fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {
         tah.validate(&cfg, &tah_path)?;
         Some(tah)
     } else {
-        log::warn!(
-            "{}: no tah_config.json; running as plain Qwen3 (never mode)",
-            dir.display()
-        );
         None
     };
+    let notice = tah.is_none().then(|| {
+        format!(
+            "{}: no tah_config.json; running as plain Qwen3 (never mode)",
+            dir.display()
+        )
+    });
     let max_iter = tah.as_ref().map_or(1, |t| t.max_iter);
 
     // 2. Base weights, memory-mapped and converted tensor by tensor.
@@ -192,26 +249,18 @@ fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {
         None
     };
 
-    let eos_token_ids = eos_ids(&cfg, tokenizer.as_ref());
-    let context_length = options
-        .context_length
-        .unwrap_or(cfg.max_position_embeddings);
-    if context_length == 0 {
-        return Err(Error::InvalidArgument(
-            "context length must be positive".into(),
-        ));
-    }
-    Ok(TahModel {
-        net,
-        decider,
-        max_iter,
-        soft_topk: tah.as_ref().map_or(1, |t| t.input_updater_kwargs.topk),
-        tokenizer,
-        chat_template,
-        eos_token_ids,
-        context_length,
-        load_ms: 0.0,
-    })
+    TahModel::assemble(
+        LoadedParts {
+            net,
+            decider,
+            max_iter,
+            soft_topk: tah.as_ref().map_or(1, |t| t.input_updater_kwargs.topk),
+            tokenizer,
+            chat_template,
+            notice,
+        },
+        options,
+    )
 }
 
 /// A PEFT adapter with a key we would silently ignore is almost certainly not

@@ -5,12 +5,32 @@
 //! implements [`WeightSource`] and maps those names onto its own.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use candle_core::quantized::QMatMul;
 use candle_core::safetensors::{Load, MmapedSafetensors};
 use candle_core::{DType, Device, Tensor};
 
 use crate::error::{Error, Result};
+use crate::gguf::MappedMatrix;
+
+/// A weight matrix `[out, in]` applied as `x @ W^T`.
+#[derive(Clone, Debug)]
+pub enum Matrix {
+    /// An f32 matrix on the heap.
+    Dense(Tensor),
+    /// A matrix left in a memory-mapped model file (possibly quantized).
+    Mapped(Arc<MappedMatrix>),
+}
+
+impl Matrix {
+    /// `x` is `[n, in]`.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Matrix::Dense(w) => crate::matmul::dense_matmul_t(x, w),
+            Matrix::Mapped(m) => m.forward(x),
+        }
+    }
+}
 
 /// A store of named tensors (one checkpoint file, or a GGUF model file).
 pub trait WeightSource: Send + Sync {
@@ -21,8 +41,8 @@ pub trait WeightSource: Send + Sync {
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor>;
     /// A weight matrix `[out, in]` ready for `x @ W^T`; formats that store
     /// quantized matrices return them without dequantizing.
-    fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<QMatMul> {
-        Ok(QMatMul::Tensor(self.tensor(name, &[out_dim, in_dim])?))
+    fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Matrix> {
+        Ok(Matrix::Dense(self.tensor(name, &[out_dim, in_dim])?))
     }
 }
 
@@ -61,7 +81,7 @@ impl<'a> WeightBuilder<'a> {
         self.source.tensor(&self.name(name), shape)
     }
 
-    pub fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<QMatMul> {
+    pub fn matrix(&self, name: &str, out_dim: usize, in_dim: usize) -> Result<Matrix> {
         self.source.matrix(&self.name(name), out_dim, in_dim)
     }
 

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests: where the fixtures live.
 #![allow(dead_code)] // each test binary uses a different subset
 
+pub mod check;
+
 use std::path::PathBuf;
 
 use tah_core::{LoadOptions, TahModel};

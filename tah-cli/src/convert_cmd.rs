@@ -1,0 +1,84 @@
+//! `tah convert`: a Hugging Face TaH checkpoint directory -> one GGUF file.
+
+use std::path::PathBuf;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use tah_core::gguf::{convert, ConvertOptions, Quant};
+
+#[derive(clap::Args, Debug)]
+pub struct ConvertArgs {
+    /// The checkpoint directory (Hugging Face layout).
+    #[arg(long)]
+    from: PathBuf,
+    /// The GGUF file to write.
+    #[arg(long)]
+    to: PathBuf,
+    /// Type of the large base matrices: f32, f16, bf16, q8_0, q4_k or q4_0.
+    #[arg(long, default_value = "q8_0")]
+    quant: Quant,
+    /// tokenizer.json to embed (default: FROM/tokenizer.json).
+    #[arg(long)]
+    tokenizer: Option<PathBuf>,
+    /// Overwrite TO if it exists.
+    #[arg(long)]
+    force: bool,
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(0);
+    bar.set_style(ProgressStyle::with_template(
+        "{bar:40} {bytes}/{total_bytes} {msg}",
+    )?);
+    let options = ConvertOptions {
+        quant: args.quant,
+        tokenizer: args.tokenizer.clone(),
+        force: args.force,
+    };
+    let summary = convert(&args.from, &args.to, &options, &mut |done, total, name| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+        bar.set_message(name.to_string());
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    println!(
+        "wrote {} ({}, {} tensors, quant {:?})",
+        args.to.display(),
+        mib(summary.file_bytes as usize),
+        summary.tensors,
+        args.quant
+    );
+    for (part, size) in &summary.parts {
+        println!(
+            "  {part:<12} {:>12}  {:>6.2} bits/weight  ({} weights)",
+            mib(size.bytes),
+            size.bits_per_weight(),
+            size.elements
+        );
+    }
+    println!(
+        "  {:<12} {:>12}  (settings, tokenizer, chat template, tensor index)",
+        "header",
+        mib(summary.header_bytes)
+    );
+    let mut fallbacks = Vec::new();
+    for (_, wanted, used) in &summary.fallbacks {
+        match fallbacks
+            .iter_mut()
+            .find(|(w, u, _)| w == wanted && u == used)
+        {
+            Some((_, _, count)) => *count += 1,
+            None => fallbacks.push((*wanted, *used, 1usize)),
+        }
+    }
+    for (wanted, used, count) in fallbacks {
+        println!(
+            "  fallback {wanted:?} -> {used:?} for {count} tensors (rows are not whole {wanted:?} blocks)"
+        );
+    }
+    Ok(())
+}
