@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tah_core::{
-    CancelHandle, ChatMessage, GenerationConfig, GenerationResult, IterationMode, Prompt, StopReason,
-    TahSession, TokenEvent,
+    CancelHandle, ChatMessage, GenerationConfig, GenerationResult, IterationMode, Prompt,
+    StopReason, TahSession, TokenEvent,
 };
 
 use crate::{colour, ModelArgs};
@@ -160,7 +160,9 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<()> {
     let cancel = CancelHandle::new();
     let busy = Arc::new(AtomicBool::new(false));
     install_ctrl_c(&cancel, &busy)?;
-    eprintln!("Chatting. Ctrl-C stops an answer; /reset clears the conversation; Ctrl-D or /exit quits.");
+    eprintln!(
+        "Chatting. Ctrl-C stops an answer; /reset clears the conversation; Ctrl-D or /exit quits."
+    );
 
     let opening: Vec<ChatMessage> = args.system.iter().map(ChatMessage::system).collect();
     session.set_history(opening.clone());

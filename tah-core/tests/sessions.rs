@@ -81,7 +81,11 @@ fn greedy_generate_reproduces_fixture_decode() {
             assert_eq!(result.stop_reason, StopReason::MaxTokens, "{label}");
             assert_eq!(result.text, case["decode"]["text"].as_str().unwrap());
             let depths: Vec<u32> = events.iter().map(|e| e.depth).collect();
-            assert_eq!(depths, u32s(&case["decode"]["iter_count_producing"]), "{label}");
+            assert_eq!(
+                depths,
+                u32s(&case["decode"]["iter_count_producing"]),
+                "{label}"
+            );
             let indices: Vec<u32> = events.iter().map(|e| e.index).collect();
             assert_eq!(indices, (0..24).collect::<Vec<u32>>(), "{label}");
             let streamed: String = events.iter().map(|e| e.text.as_str()).collect();
@@ -137,7 +141,10 @@ fn stop_strings_split_across_tokens_end_the_output() {
     let (result, events) = run(&mut TahSession::new(model), &prompt, &config);
     assert_eq!(result.stop_reason, StopReason::StopString);
     assert_eq!(result.text, full.text[..at]);
-    assert_eq!(events.iter().map(|e| e.text.as_str()).collect::<String>(), result.text);
+    assert_eq!(
+        events.iter().map(|e| e.text.as_str()).collect::<String>(),
+        result.text
+    );
     assert_eq!(result.token_ids, full.token_ids[..result.token_ids.len()]);
 }
 
@@ -151,7 +158,9 @@ fn seeds_reproduce_and_greedy_settings_agree() {
             max_new_tokens: 16,
             ..config
         };
-        run(&mut TahSession::new(model.clone()), &prompt, &config).0.token_ids
+        run(&mut TahSession::new(model.clone()), &prompt, &config)
+            .0
+            .token_ids
     };
     let hot = GenerationConfig {
         temperature: 1.0,
@@ -283,7 +292,11 @@ fn second_turn_prefills_only_what_changed() {
     // Raw continuation: everything already cached is reused.
     let mut session = TahSession::new(model.clone());
     let (a, _) = run(&mut session, &Prompt::Raw("One two three".into()), &config);
-    let cached_ids = [tokenizer.encode("One two three").unwrap(), a.token_ids[..7].to_vec()].concat();
+    let cached_ids = [
+        tokenizer.encode("One two three").unwrap(),
+        a.token_ids[..7].to_vec(),
+    ]
+    .concat();
     let next_text = format!("One two three{} four", a.text);
     let next_ids = tokenizer.encode(&next_text).unwrap();
     let next = Prompt::Raw(next_text);
@@ -291,7 +304,11 @@ fn second_turn_prefills_only_what_changed() {
     let reused = b.stats.reused_prefix_tokens as usize;
     assert_eq!(reused, common_prefix(&cached_ids, &next_ids));
     assert!(reused > 4, "{reused}");
-    let (fresh, _) = run(&mut TahSession::new(session.model().clone()), &next, &config);
+    let (fresh, _) = run(
+        &mut TahSession::new(session.model().clone()),
+        &next,
+        &config,
+    );
     assert_eq!(b.token_ids, fresh.token_ids);
 }
 
@@ -324,7 +341,16 @@ fn context_limits_are_explicit() {
     let err = session
         .generate(&long, &greedy(4), &CancelHandle::new(), &mut |_| {})
         .unwrap_err();
-    assert!(matches!(err, Error::ContextOverflow { needed: 47, capacity: 30 }), "{err}");
+    assert!(
+        matches!(
+            err,
+            Error::ContextOverflow {
+                needed: 47,
+                capacity: 30
+            }
+        ),
+        "{err}"
+    );
 
     // 24 prompt tokens: 6 more fit, and a 7th is sampled from the last logits.
     let prompt = user(case["text"].as_str().unwrap());
@@ -349,14 +375,25 @@ fn hard_token_budget_limits_second_passes() {
         ..greedy(24)
     };
     // Budget 0: the decider runs but no token gets pass 2 = the plain model.
-    let (zero, _) = run(&mut TahSession::new(model.clone()), &prompt, &with_budget(Some(0)));
+    let (zero, _) = run(
+        &mut TahSession::new(model.clone()),
+        &prompt,
+        &with_budget(Some(0)),
+    );
     let never = case_named("short_arith_never");
     assert_eq!(zero.token_ids, u32s(&never["decode"]["tokens"]));
     assert_eq!(zero.stats.hard_token_fraction, 0.0);
     assert_eq!(zero.stats.depth2_kv_entries, 0);
     // Budget 100 changes nothing.
-    let (all, _) = run(&mut TahSession::new(model.clone()), &prompt, &with_budget(Some(100)));
-    assert_eq!(all.token_ids, u32s(&case_named("short_arith")["decode"]["tokens"]));
+    let (all, _) = run(
+        &mut TahSession::new(model.clone()),
+        &prompt,
+        &with_budget(Some(100)),
+    );
+    assert_eq!(
+        all.token_ids,
+        u32s(&case_named("short_arith")["decode"]["tokens"])
+    );
     // Budget 20: at most 20 % hard.
     let (some, _) = run(&mut TahSession::new(model), &prompt, &with_budget(Some(20)));
     assert!(some.stats.hard_token_fraction <= 0.2);
@@ -376,14 +413,22 @@ fn sessions_share_one_model_across_threads() {
     let prompts = ["What is 2 + 2?", "½ of 12 is … ✓ 你好!"];
     let sequential: Vec<Vec<u32>> = prompts
         .iter()
-        .map(|p| run(&mut TahSession::new(model.clone()), &user(p), &greedy(12)).0.token_ids)
+        .map(|p| {
+            run(&mut TahSession::new(model.clone()), &user(p), &greedy(12))
+                .0
+                .token_ids
+        })
         .collect();
     let parallel: Vec<Vec<u32>> = std::thread::scope(|s| {
         let handles: Vec<_> = prompts
             .iter()
             .map(|p| {
                 let model = model.clone();
-                s.spawn(move || run(&mut TahSession::new(model), &user(p), &greedy(12)).0.token_ids)
+                s.spawn(move || {
+                    run(&mut TahSession::new(model), &user(p), &greedy(12))
+                        .0
+                        .token_ids
+                })
             })
             .collect();
         handles.into_iter().map(|h| h.join().unwrap()).collect()
@@ -408,6 +453,10 @@ fn thinking_off_uses_the_templates_empty_think_block() {
     assert!(rendered.ends_with("<think>\n\n</think>\n\n"));
     let ids = model.tokenizer().unwrap().encode(&rendered).unwrap();
     assert_eq!(result.stats.prefill_tokens as usize, ids.len());
-    let (raw, _) = run(&mut TahSession::new(model), &Prompt::Raw(rendered), &greedy(4));
+    let (raw, _) = run(
+        &mut TahSession::new(model),
+        &Prompt::Raw(rendered),
+        &greedy(4),
+    );
     assert_eq!(raw.token_ids, result.token_ids);
 }
