@@ -131,7 +131,8 @@ pub enum Prompt {
     Raw(String),
 }
 
-/// One generated token, streamed as soon as it is produced.
+/// One generated token, streamed as soon as it is produced. The EOS token
+/// gets an event only to deliver text still held back when the output ends.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct TokenEvent {
     /// Text completed by this token: never a broken character, never part of

@@ -164,7 +164,7 @@ mod tests {
     /// Empirical frequencies of `draws` samples from `row()`.
     fn frequencies(p: SamplingParams, draws: usize) -> Vec<f64> {
         let mut sampler = Sampler::new(p, Some(7), 5, &[]);
-        let mut counts = vec![0usize; 5];
+        let mut counts = [0usize; 5];
         for _ in 0..draws {
             counts[sampler.sample(&mut row()).unwrap() as usize] += 1;
         }
