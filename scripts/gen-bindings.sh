@@ -21,9 +21,9 @@ trap 'rm -rf "$swift_gen"' EXIT
 
 rm -f "$kotlin_out/ai/tah/sdk/tah_ffi.kt"
 "$bindgen" generate --no-format --library "$lib" --language kotlin \
-    --config tah-ffi/uniffi.toml --out-dir "$kotlin_out" >/dev/null
+    --out-dir "$kotlin_out" >/dev/null
 "$bindgen" generate --no-format --library "$lib" --language swift \
-    --config tah-ffi/uniffi.toml --out-dir "$swift_gen" >/dev/null
+    --out-dir "$swift_gen" >/dev/null
 
 # SwiftPM layout: the Swift module and the C module it imports.
 mkdir -p bindings/swift/Sources/TahSDK bindings/swift/Sources/TahFFI

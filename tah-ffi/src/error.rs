@@ -13,8 +13,8 @@ pub enum TahError {
     /// that failed.
     #[error("model load failed: {reason}")]
     ModelLoad { reason: String },
-    /// A caller-supplied value is out of range (a generation setting, a token
-    /// id...), or the object was already closed.
+    /// A caller-supplied value is out of range (a load option, a generation
+    /// setting...).
     #[error("invalid argument: {reason}")]
     InvalidArgument { reason: String },
     /// The prompt, plus what the session already holds, does not fit in the
@@ -34,12 +34,6 @@ pub enum TahError {
 }
 
 impl TahError {
-    pub(crate) fn closed(what: &str) -> Self {
-        TahError::InvalidArgument {
-            reason: format!("the {what} is closed"),
-        }
-    }
-
     /// The error a caught panic becomes.
     pub(crate) fn from_panic(payload: Box<dyn Any + Send>) -> Self {
         let message = payload

@@ -64,17 +64,6 @@ extension Prompt {
     }
 }
 
-extension TahError: LocalizedError {
-    /// The engine's message for this error.
-    public var errorDescription: String? {
-        switch self {
-        case .ModelLoad(let reason), .InvalidArgument(let reason), .ContextOverflow(let reason),
-            .Busy(let reason), .Cancelled(let reason), .Internal(let reason):
-            return reason
-        }
-    }
-}
-
 /// Forwards a generation's events to an `AsyncThrowingStream`.
 private final class StreamListener: TokenListener, @unchecked Sendable {
     private let continuation: AsyncThrowingStream<TokenEvent, Error>.Continuation
