@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Compiles and runs the Kotlin (JVM) and Swift (Linux) binding tests against
 # the real libtah_ffi.so and the tiny-d2-a fixture model. Needs the tools of
-# scripts/setup-bindings-env.sh. Usage: test-bindings.sh [kotlin|swift]...
+# scripts/setup-bindings-env.sh and the library that scripts/gen-bindings.sh
+# builds. Usage: test-bindings.sh [kotlin|swift]...
 # (both by default). Each suite's last line is "N passed, N failed".
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,9 +23,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --quiet -p tah-ffi
 lib_dir=$target_dir/debug
-[ -f "$lib_dir/libtah_ffi.so" ] || { echo "no $lib_dir/libtah_ffi.so" >&2; exit 1; }
+[ -f "$lib_dir/libtah_ffi.so" ] || { echo "no $lib_dir/libtah_ffi.so: run scripts/gen-bindings.sh" >&2; exit 1; }
 
 # The fixture's greedy cases, one a line: name|mode|tokens|hex(user text)|hex(prompt).
 python3 - "$model/expected.json" >"$work/cases.txt" <<'PY'
