@@ -25,9 +25,11 @@ extension TahSession {
             do {
                 let handle = try generate(
                     prompt: prompt, config: config, listener: StreamListener(continuation))
-                // The closure keeps the handle (whose release would cancel) alive
-                // until the stream ends.
-                continuation.onTermination = { _ in handle.cancel() }
+                // The closure keeps the handle (whose release would cancel) and
+                // the session alive until the stream ends.
+                continuation.onTermination = { _ in
+                    withExtendedLifetime(self) { handle.cancel() }
+                }
             } catch {
                 continuation.finish(throwing: error)
             }
