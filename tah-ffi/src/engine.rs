@@ -240,7 +240,12 @@ impl TahSession {
         for chunk in ids.chunks(config.prefill_chunk) {
             let out = match model.forward_chunk(chunk, &mut self.cache, &opts) {
                 Err(Error::Cancelled) => {
-                    return Ok(finish(String::new(), Vec::new(), StopReason::Cancelled, stats))
+                    return Ok(finish(
+                        String::new(),
+                        Vec::new(),
+                        StopReason::Cancelled,
+                        stats,
+                    ))
                 }
                 other => other?,
             };

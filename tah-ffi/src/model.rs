@@ -79,10 +79,7 @@ impl TahModel {
     /// A new, empty conversation with this model. Sessions are independent
     /// and may generate concurrently.
     pub fn new_session(&self) -> Arc<TahSession> {
-        Arc::new(TahSession::new(
-            Arc::clone(&self.engine),
-            self.pool.clone(),
-        ))
+        Arc::new(TahSession::new(Arc::clone(&self.engine), self.pool.clone()))
     }
 
     /// The context length of this model's sessions, in tokens.
