@@ -1,0 +1,274 @@
+// End-to-end tests of the Kotlin bindings: the real libtah_ffi.so and a real
+// fixture model. Run by scripts/test-bindings.sh as
+//   java ... BindingsTestKt <model dir> <tokenizer.json> <cases file>
+// The last line printed is "N passed, N failed".
+
+import ai.tah.sdk.GenerationConfig
+import ai.tah.sdk.GenerationResult
+import ai.tah.sdk.IterationMode
+import ai.tah.sdk.ModelOptions
+import ai.tah.sdk.Prompt
+import ai.tah.sdk.StopReason
+import ai.tah.sdk.TahException
+import ai.tah.sdk.TahModel
+import ai.tah.sdk.TahSession
+import ai.tah.sdk.TokenEvent
+import ai.tah.sdk.TokenListener
+import ai.tah.sdk.generateFlow
+import ai.tah.sdk.greedyGenerationConfig
+import ai.tah.sdk.userPrompt
+import java.io.File
+import java.util.concurrent.CompletableFuture
+import java.util.concurrent.CopyOnWriteArrayList
+import java.util.concurrent.CountDownLatch
+import java.util.concurrent.TimeUnit
+import kotlin.system.exitProcess
+import kotlinx.coroutines.flow.take
+import kotlinx.coroutines.flow.toList
+import kotlinx.coroutines.runBlocking
+
+/** A fixture case: a user message, its rendered prompt and the reference's greedy tokens. */
+class Case(val name: String, val mode: IterationMode, val text: String, val prompt: String, val tokens: List<UInt>)
+
+fun unhex(s: String): String = String(s.chunked(2).map { it.toInt(16).toByte() }.toByteArray(), Charsets.UTF_8)
+
+fun readCases(file: String): Map<String, Case> = File(file).readLines().filter { it.isNotBlank() }.associate { line ->
+    val (name, mode, tokens, text, prompt) = line.split("|")
+    name to Case(
+        name, if (mode == "tah") IterationMode.DECIDER else IterationMode.valueOf(mode.uppercase()), unhex(text), unhex(prompt),
+        tokens.split(",").map { it.toUInt() },
+    )
+}
+
+/** Greedy settings of the fixtures: 24 new tokens, the case's iteration mode. */
+fun config(case: Case, maxNewTokens: UInt = case.tokens.size.toUInt()): GenerationConfig =
+    greedyGenerationConfig().copy(maxNewTokens = maxNewTokens, mode = case.mode)
+
+/** Records a generation's events and waits for its end. */
+class Recorder(private val throwOnToken: Int = -1) : TokenListener {
+    val events = CopyOnWriteArrayList<TokenEvent>()
+    val threads = CopyOnWriteArrayList<String>()
+    val done = CompletableFuture<Result<GenerationResult>>()
+    val firstToken = CountDownLatch(1)
+
+    override fun onToken(event: TokenEvent) {
+        events += event
+        threads += Thread.currentThread().name
+        firstToken.countDown()
+        if (events.size == throwOnToken) throw IllegalStateException("listener failure on purpose")
+    }
+
+    override fun onComplete(result: GenerationResult) { done.complete(Result.success(result)) }
+    override fun onError(error: TahException) { done.complete(Result.failure(error)) }
+
+    fun await(): Result<GenerationResult> = done.get(120, TimeUnit.SECONDS)
+}
+
+var passed = 0
+var failed = 0
+
+fun test(name: String, body: () -> Unit) {
+    val start = System.nanoTime()
+    try {
+        body()
+        passed++
+        println("PASS $name (${(System.nanoTime() - start) / 1_000_000} ms)")
+    } catch (t: Throwable) {
+        failed++
+        println("FAIL $name: $t")
+    }
+}
+
+fun check(condition: Boolean, message: () -> String) {
+    if (!condition) throw AssertionError(message())
+}
+
+inline fun <reified E : Throwable> assertThrows(body: () -> Unit): E {
+    try {
+        body()
+    } catch (e: Throwable) {
+        if (e is E) return e
+        throw AssertionError("expected ${E::class.simpleName}, got $e")
+    }
+    throw AssertionError("expected ${E::class.simpleName}, nothing was thrown")
+}
+
+/** Waits until the session's generation has given the session back. */
+fun awaitIdle(session: TahSession) {
+    val deadline = System.nanoTime() + 30_000_000_000
+    while (true) {
+        try {
+            session.cachedTokens()
+            return
+        } catch (e: TahException.Busy) {
+            check(System.nanoTime() < deadline) { "session still busy after 30 s" }
+            Thread.sleep(10)
+        }
+    }
+}
+
+fun main(args: Array<String>) {
+    val (modelDir, tokenizer, casesFile) = args
+    val cases = readCases(casesFile)
+    val tah = cases.getValue("short_arith")
+    val never = cases.getValue("short_arith_never")
+    val always = cases.getValue("short_arith_always")
+    val model = TahModel.load(modelDir, ModelOptions(threads = 2u, tokenizerPath = tokenizer))
+    // A long generation, for cancellation: no stop before the context is full.
+    val long = greedyGenerationConfig().copy(maxNewTokens = 4000u)
+
+    test("greedy tokens match the fixture (chat prompt, streaming order)") {
+        model.newSession().use { session ->
+            val recorder = Recorder()
+            val handle = session.generate(userPrompt(tah.text), config(tah), recorder)
+            val result = recorder.await().getOrThrow()
+            check(result.tokenIds == tah.tokens) { "tokens ${result.tokenIds} != ${tah.tokens}" }
+            check(recorder.events.map { it.tokenId } == tah.tokens) { "streamed ${recorder.events.map { it.tokenId }}" }
+            check(recorder.events.map { it.index } == tah.tokens.indices.map { it.toUInt() }) { "indices out of order" }
+            check(recorder.events.joinToString("") { it.text } == result.text) { "streamed text != result text" }
+            check(recorder.events.all { it.depth in 1u..2u }) { "depth outside 1..2" }
+            check(result.stopReason == StopReason.MAX_TOKENS) { "stop reason ${result.stopReason}" }
+            check(result.stats.decodeTokens == tah.tokens.size.toUInt()) { "stats ${result.stats}" }
+            check(recorder.threads.none { it == "main" }) { "callbacks on the calling thread" }
+            check(handle.isFinished()) { "handle not finished" }
+            handle.close()
+        }
+    }
+
+    test("raw prompts in never and always modes match the fixture") {
+        model.newSession().use { session ->
+            for (case in listOf(never, always)) {
+                val recorder = Recorder()
+                session.generate(Prompt.Raw(case.prompt), config(case), recorder).use {
+                    val result = recorder.await().getOrThrow()
+                    check(result.tokenIds == case.tokens) { "${case.name}: ${result.tokenIds} != ${case.tokens}" }
+                }
+            }
+        }
+    }
+
+    test("suspend complete() returns the fixture's tokens") {
+        model.newSession().use { session ->
+            val result = runBlocking { session.complete(userPrompt(tah.text), config(tah)) }
+            check(result.tokenIds == tah.tokens) { "tokens ${result.tokenIds}" }
+        }
+    }
+
+    test("generateFlow streams the fixture's tokens in order") {
+        model.newSession().use { session ->
+            val events = runBlocking { session.generateFlow(userPrompt(tah.text), config(tah)).toList() }
+            check(events.map { it.tokenId } == tah.tokens) { "flow ${events.map { it.tokenId }}" }
+            check(events.map { it.index } == tah.tokens.indices.map { it.toUInt() }) { "indices out of order" }
+        }
+    }
+
+    test("cancelling the flow's collector cancels the generation") {
+        model.newSession().use { session ->
+            val events = runBlocking { session.generateFlow(userPrompt(tah.text), long).take(3).toList() }
+            check(events.size == 3) { "got ${events.size} events" }
+            awaitIdle(session)
+            // The session is free again and still produces the reference output.
+            val result = runBlocking { session.complete(userPrompt(tah.text), config(tah)) }
+            check(result.tokenIds == tah.tokens) { "after cancel: ${result.tokenIds}" }
+        }
+    }
+
+    test("cancel from another thread ends the generation with Cancelled") {
+        model.newSession().use { session ->
+            val recorder = Recorder()
+            val handle = session.generate(userPrompt(tah.text), long, recorder)
+            check(recorder.firstToken.await(60, TimeUnit.SECONDS)) { "no token" }
+            Thread { handle.cancel() }.apply { start(); join() }
+            val result = recorder.await().getOrThrow()
+            check(result.stopReason == StopReason.CANCELLED) { "stop reason ${result.stopReason}" }
+            check(result.tokenIds.size < 4000) { "not cancelled early" }
+            check(handle.isFinished()) { "handle not finished" }
+            handle.close()
+        }
+    }
+
+    test("generate on a busy session throws Busy") {
+        model.newSession().use { session ->
+            val recorder = Recorder()
+            session.generate(userPrompt(tah.text), long, recorder).use {
+                assertThrows<TahException.Busy> { session.generate(userPrompt(tah.text), config(tah), Recorder()) }
+                assertThrows<TahException.Busy> { session.reset() }
+            }
+            // Closing the handle cancelled the generation.
+            check(recorder.await().getOrThrow().stopReason == StopReason.CANCELLED) { "not cancelled on close" }
+        }
+    }
+
+    test("a throwing listener fails the generation, not the session") {
+        model.newSession().use { session ->
+            val recorder = Recorder(throwOnToken = 2)
+            session.generate(userPrompt(tah.text), config(tah), recorder).use {
+                val error = recorder.await().exceptionOrNull()
+                check(error is TahException.Internal && "on purpose" in error.reason) { "got $error" }
+            }
+            awaitIdle(session)
+            val result = runBlocking { session.complete(userPrompt(tah.text), config(tah)) }
+            check(result.tokenIds == tah.tokens) { "after listener failure: ${result.tokenIds}" }
+        }
+    }
+
+    test("two sessions generate concurrently") {
+        val sessions = listOf(tah, never).map { it to model.newSession() }
+        val recorders = sessions.map { (case, session) ->
+            val recorder = Recorder()
+            recorder to session.generate(userPrompt(case.text), config(case), recorder)
+        }
+        for ((i, pair) in recorders.withIndex()) {
+            val (recorder, handle) = pair
+            val case = sessions[i].first
+            val result = recorder.await().getOrThrow()
+            check(result.tokenIds == case.tokens) { "${case.name}: ${result.tokenIds}" }
+            handle.close()
+        }
+        sessions.forEach { it.second.close() }
+    }
+
+    test("a missing model directory throws ModelLoad") {
+        val e = assertThrows<TahException.ModelLoad> { TahModel.load("$modelDir/does-not-exist", ModelOptions()) }
+        check("does-not-exist" in e.reason) { "reason: ${e.reason}" }
+    }
+
+    test("bad settings throw InvalidArgument") {
+        assertThrows<TahException.InvalidArgument> { TahModel.load(modelDir, ModelOptions(threads = 0u)) }
+        assertThrows<TahException.InvalidArgument> { TahModel.load(modelDir, ModelOptions(contextLength = 0u, tokenizerPath = tokenizer)) }
+        model.newSession().use { session ->
+            val e = assertThrows<TahException.InvalidArgument> {
+                session.generate(userPrompt(tah.text), config(tah).copy(topP = 2.0f), Recorder())
+            }
+            check("top_p" in e.reason) { "reason: ${e.reason}" }
+            assertThrows<TahException.InvalidArgument> { runBlocking { session.complete(userPrompt(tah.text), config(tah).copy(maxNewTokens = 0u)) } }
+        }
+    }
+
+    test("a prompt longer than the context fails with ContextOverflow") {
+        TahModel.load(modelDir, ModelOptions(contextLength = 8u, tokenizerPath = tokenizer)).use { small ->
+            small.newSession().use { session ->
+                val recorder = Recorder()
+                session.generate(userPrompt(tah.text), config(tah), recorder).use {
+                    val error = recorder.await().exceptionOrNull()
+                    check(error is TahException.ContextOverflow) { "got $error" }
+                }
+            }
+        }
+    }
+
+    test("a closed session cannot be used; closing cancels its generation") {
+        val session = model.newSession()
+        val recorder = Recorder()
+        val handle = session.generate(userPrompt(tah.text), long, recorder)
+        check(recorder.firstToken.await(60, TimeUnit.SECONDS)) { "no token" }
+        session.close()
+        check(recorder.await().getOrThrow().stopReason == StopReason.CANCELLED) { "not cancelled by close" }
+        assertThrows<IllegalStateException> { session.cachedTokens() }
+        handle.close()
+    }
+
+    model.close()
+    println("$passed passed, $failed failed")
+    exitProcess(if (failed == 0) 0 else 1)
+}

@@ -1,0 +1,25 @@
+//! `tah-ffi`: the TaH runtime for Kotlin and Swift, through uniffi.
+//!
+//! Thin wrappers only: a [`TahModel`] is loaded once and shared by
+//! [`TahSession`]s; a session generates on a worker thread, streaming
+//! [`TokenEvent`]s to a [`TokenListener`] and returning a
+//! [`GenerationHandle`] that cancels it. Every failure reaches the foreign
+//! side as one [`TahError`]; engine panics are caught and become
+//! [`TahError::Internal`]. The idiomatic facades (a Kotlin `Flow`, a Swift
+//! `AsyncThrowingStream`) live in `bindings/`.
+
+mod error;
+mod guard;
+mod model;
+mod records;
+mod session;
+
+pub use error::TahError;
+pub use model::{ModelOptions, TahModel};
+pub use records::{
+    default_generation_config, greedy_generation_config, ChatMessage, GenerationConfig,
+    GenerationResult, IterationMode, Prompt, Role, Stats, StopReason, TokenEvent,
+};
+pub use session::{GenerationHandle, TahSession, TokenListener};
+
+uniffi::setup_scaffolding!();
