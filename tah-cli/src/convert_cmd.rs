@@ -67,7 +67,10 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     );
     let mut fallbacks = Vec::new();
     for (_, wanted, used) in &summary.fallbacks {
-        match fallbacks.iter_mut().find(|(w, u, _)| w == wanted && u == used) {
+        match fallbacks
+            .iter_mut()
+            .find(|(w, u, _)| w == wanted && u == used)
+        {
             Some((_, _, count)) => *count += 1,
             None => fallbacks.push((*wanted, *used, 1usize)),
         }

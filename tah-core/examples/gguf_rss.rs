@@ -34,7 +34,9 @@ fn vm_rss_mib() -> f64 {
 
 /// Valid blocks of `dtype` (quantized random values), tiled to `len` bytes.
 fn random_bytes(dtype: GgmlDType, len: usize, seed: u64) -> tah_core::Result<Vec<u8>> {
-    let mut state = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+    let mut state = seed
+        .wrapping_mul(6364136223846793005)
+        .wrapping_add(1442695040888963407);
     let values: Vec<f32> = (0..(1 << 18))
         .map(|_| {
             state ^= state << 13;
@@ -57,7 +59,11 @@ fn main() -> tah_core::Result<()> {
     let dir = args.get(2).map_or_else(std::env::temp_dir, Into::into);
     let path = dir.join(format!("tah-rss-qwen3-0.6b-{quant:?}.gguf"));
     // llama.cpp's choice for a tied embedding under 4-bit types.
-    let embd_type = if quant == GgmlDType::Q4K { GgmlDType::Q6K } else { quant };
+    let embd_type = if quant == GgmlDType::Q4K {
+        GgmlDType::Q6K
+    } else {
+        quant
+    };
 
     let mut tensors = vec![TensorEntry {
         name: "token_embd.weight".into(),
@@ -127,7 +133,13 @@ fn main() -> tah_core::Result<()> {
         let len = byte_size(t.dtype, t.shape.iter().product()).unwrap_or(0);
         if t.dtype == GgmlDType::F32 {
             // Norm weights of 1.0.
-            Ok(1f32.to_le_bytes().iter().copied().cycle().take(len).collect())
+            Ok(1f32
+                .to_le_bytes()
+                .iter()
+                .copied()
+                .cycle()
+                .take(len)
+                .collect())
         } else {
             random_bytes(t.dtype, len, i as u64)
         }

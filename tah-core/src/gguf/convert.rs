@@ -43,7 +43,11 @@ impl std::str::FromStr for Quant {
             "q8_0" => Quant::Q8_0,
             "q4_k" => Quant::Q4K,
             "q4_0" => Quant::Q4_0,
-            _ => return Err(format!("unknown quantization `{s}` (f32, f16, bf16, q8_0, q4_k, q4_0)")),
+            _ => {
+                return Err(format!(
+                    "unknown quantization `{s}` (f32, f16, bf16, q8_0, q4_k, q4_0)"
+                ))
+            }
         })
     }
 }
@@ -254,7 +258,11 @@ fn metadata(
         (keys::ROPE_FREQ_BASE, Value::F32(cfg.rope_theta as f32)),
         (keys::HF_TOKENIZER, Value::String(tokenizer_json)),
     ];
-    if let Some(eos) = cfg.eos_token_id.as_ref().and_then(|e| e.ids().first().copied()) {
+    if let Some(eos) = cfg
+        .eos_token_id
+        .as_ref()
+        .and_then(|e| e.ids().first().copied())
+    {
         m.push((keys::EOS_TOKEN_ID, Value::U32(eos)));
     }
     if let Some(template) = chat_template {
@@ -267,7 +275,10 @@ fn metadata(
             (keys::TAH_VERSION, Value::U32(TAH_FORMAT_VERSION)),
             (keys::TAH_MAX_ITER, u32v(t.tah.max_iter)),
             (keys::TAH_SOFT_TOPK, u32v(t.tah.input_updater_kwargs.topk)),
-            (keys::TAH_DECIDER_CLASS, Value::String(t.tah.iter_decider.clone())),
+            (
+                keys::TAH_DECIDER_CLASS,
+                Value::String(t.tah.iter_decider.clone()),
+            ),
             (keys::TAH_DECIDER_TOPK, u32v(d.topk)),
             (keys::TAH_DECIDER_HIDDEN_SIZE, u32v(d.hidden_states_size)),
             (keys::TAH_DECIDER_LAYERS, list(&d.hidden_states_layer_nums)),
@@ -279,7 +290,12 @@ fn metadata(
             (keys::TAH_LORA_ALPHA, Value::F32(t.lora.lora_alpha as f32)),
             (
                 keys::TAH_LORA_TARGETS,
-                Value::Array(t.targets.iter().map(|s| Value::String(s.to_string())).collect()),
+                Value::Array(
+                    t.targets
+                        .iter()
+                        .map(|s| Value::String(s.to_string()))
+                        .collect(),
+                ),
             ),
         ]);
     }
@@ -314,7 +330,11 @@ pub fn convert(
         std::fs::read_to_string(&tokenizer_path).map_err(|e| Error::io(&tokenizer_path, e))?;
     let template_path = from.join("tokenizer_config.json");
     let chat_template = if template_path.exists() {
-        Some(ChatTemplate::from_tokenizer_config(&template_path)?.source().to_string())
+        Some(
+            ChatTemplate::from_tokenizer_config(&template_path)?
+                .source()
+                .to_string(),
+        )
     } else {
         None
     };
@@ -330,8 +350,7 @@ pub fn convert(
         })?;
         let (dtype, part) = if names::is_quantizable(&gguf) {
             let row = shape[shape.len() - 1];
-            let (wanted, dtype) =
-                choose_dtype(options.quant, &gguf, cfg.tie_word_embeddings, row);
+            let (wanted, dtype) = choose_dtype(options.quant, &gguf, cfg.tie_word_embeddings, row);
             if wanted != dtype {
                 fallbacks.push((gguf.clone(), wanted, dtype));
             }
@@ -345,7 +364,11 @@ pub fn convert(
             (GgmlDType::F32, "norms")
         };
         plan.push(Planned {
-            entry: TensorEntry { name: gguf, dtype, shape },
+            entry: TensorEntry {
+                name: gguf,
+                dtype,
+                shape,
+            },
             origin: Origin::Base(hf),
             part,
         });
@@ -359,7 +382,11 @@ pub fn convert(
                     let hf = format!("{path}.{ab}.weight");
                     let gguf = names::to_gguf(&hf).unwrap_or_default();
                     plan.push(Planned {
-                        entry: TensorEntry { name: gguf, dtype: GgmlDType::F32, shape },
+                        entry: TensorEntry {
+                            name: gguf,
+                            dtype: GgmlDType::F32,
+                            shape,
+                        },
                         origin: Origin::Lora(hf),
                         part: "lora",
                     });
@@ -367,7 +394,12 @@ pub fn convert(
             }
         }
         // The stored `threshold` tensor is ignored by the reference (§5).
-        for (name, tensor) in t.decider.state_dict.iter().filter(|(n, _)| n != "threshold") {
+        for (name, tensor) in t
+            .decider
+            .state_dict
+            .iter()
+            .filter(|(n, _)| n != "threshold")
+        {
             plan.push(Planned {
                 entry: TensorEntry {
                     name: format!("{DECIDER_PREFIX}.{name}"),
@@ -381,7 +413,14 @@ pub fn convert(
     }
 
     // 3. Write to a temporary file, renamed into place only when complete.
-    let meta = metadata(from, &cfg, options.quant, tah.as_ref(), tokenizer_json, chat_template);
+    let meta = metadata(
+        from,
+        &cfg,
+        options.quant,
+        tah.as_ref(),
+        tokenizer_json,
+        chat_template,
+    );
     let entries: Vec<TensorEntry> = plan.iter().map(|p| p.entry.clone()).collect();
     let total: usize = entries.iter().map(|e| e.byte_size().unwrap_or(0)).sum();
     let partial = to.with_extension("gguf.partial");
@@ -396,15 +435,17 @@ pub fn convert(
             Origin::Lora(hf) => tah_source(&tah)?.lora_source.tensor(hf, shape)?,
             Origin::Decider(name) => decider_tensor(tah_source(&tah)?, name)?,
         };
-        let bytes = QTensor::quantize(&tensor, p.entry.dtype)?.data()?.into_owned();
+        let bytes = QTensor::quantize(&tensor, p.entry.dtype)?
+            .data()?
+            .into_owned();
         done += bytes.len();
         progress(done, total, &p.entry.name);
         Ok(bytes)
     });
     drop(writer);
-    if let Err(e) = written.and_then(|()| {
-        std::fs::rename(&partial, to).map_err(|e| Error::io(to, e))
-    }) {
+    if let Err(e) =
+        written.and_then(|()| std::fs::rename(&partial, to).map_err(|e| Error::io(to, e)))
+    {
         let _ = std::fs::remove_file(&partial);
         return Err(e);
     }
@@ -420,7 +461,13 @@ pub fn convert(
                 s.bytes += size;
                 s.elements += elements;
             }
-            None => parts.push((p.part, PartSize { bytes: size, elements })),
+            None => parts.push((
+                p.part,
+                PartSize {
+                    bytes: size,
+                    elements,
+                },
+            )),
         }
     }
     let data_bytes: usize = parts.iter().map(|(_, s)| s.bytes).sum();
@@ -443,5 +490,9 @@ fn decider_tensor(t: &TahParts, name: &str) -> Result<Tensor> {
         .decider
         .get(name)
         .ok_or_else(|| Error::InvalidArgument(format!("decider tensor `{name}` vanished")))?;
-    Ok(Tensor::from_slice(&tensor.data, tensor.shape.as_slice(), &candle_core::Device::Cpu)?)
+    Ok(Tensor::from_slice(
+        &tensor.data,
+        tensor.shape.as_slice(),
+        &candle_core::Device::Cpu,
+    )?)
 }

@@ -176,9 +176,7 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<TahModel> {
             net,
             decider,
             max_iter,
-            soft_topk: tah
-                .as_ref()
-                .map_or(1, |(t, _)| t.input_updater_kwargs.topk),
+            soft_topk: tah.as_ref().map_or(1, |(t, _)| t.input_updater_kwargs.topk),
             tokenizer,
             chat_template,
             notice,

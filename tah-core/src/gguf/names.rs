@@ -61,7 +61,13 @@ pub fn to_gguf(hf: &str) -> Option<String> {
 /// (the embedding, the LM head and the seven projections of every layer).
 pub fn is_quantizable(gguf_name: &str) -> bool {
     const PROJECTIONS: [&str; 7] = [
-        "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
+        "attn_q",
+        "attn_k",
+        "attn_v",
+        "attn_output",
+        "ffn_gate",
+        "ffn_up",
+        "ffn_down",
     ];
     gguf_name == TOKEN_EMBD
         || gguf_name == OUTPUT

@@ -149,7 +149,10 @@ impl GgufFile {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
         if len < 24 {
-            return Err(Error::gguf(path, GgufProblem::Truncated("the header".into())));
+            return Err(Error::gguf(
+                path,
+                GgufProblem::Truncated("the header".into()),
+            ));
         }
         // SAFETY: the mapping is read-only; like every mmap-based loader we
         // rely on the file not being modified while the model is loaded.

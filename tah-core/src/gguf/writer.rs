@@ -25,12 +25,14 @@ impl TensorEntry {
             .shape
             .iter()
             .try_fold(1usize, |acc, &d| acc.checked_mul(d));
-        elements.and_then(|e| byte_size(self.dtype, e)).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "tensor `{}` {:?} is not whole {:?} blocks",
-                self.name, self.shape, self.dtype
-            ))
-        })
+        elements
+            .and_then(|e| byte_size(self.dtype, e))
+            .ok_or_else(|| {
+                Error::InvalidArgument(format!(
+                    "tensor `{}` {:?} is not whole {:?} blocks",
+                    self.name, self.shape, self.dtype
+                ))
+            })
     }
 }
 

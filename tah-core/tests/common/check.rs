@@ -249,4 +249,3 @@ pub fn check_case(model: &TahModel, case: &Value, diff: &mut MaxDiff) -> Trace {
     }
     t
 }
-
