@@ -10,6 +10,7 @@ pub mod config;
 pub mod decider;
 pub mod embedding;
 pub mod error;
+pub mod eval;
 pub mod iteration;
 pub mod kv_cache;
 pub mod logits;
