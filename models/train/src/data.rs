@@ -82,17 +82,14 @@ pub fn multiplication(a: u64, b: u64) -> Problem {
 const NAMES: [&str; 6] = ["Ann", "Ben", "Cara", "Dan", "Eva", "Sam"];
 const ITEMS: [&str; 5] = ["apples", "pens", "cards", "coins", "books"];
 
-/// Two steps: `Ann has 23 pens. She gets 15 more and gives away 9. How many
-/// pens does she have now?` -> `23+15=38`, `38-9=29`, `#### 29`.
+/// Two steps: `Ann has 23 pens, gets 15, gives 9. How many now?` -> `23+15=38`, `38-9=29`, `#### 29`.
 pub fn word_problem(rng: &mut Rng) -> Problem {
     let name = rng.pick(&NAMES);
     let item = rng.pick(&ITEMS);
     let a = rng.range(10, 60);
     let b = rng.range(5, 39);
     let c = rng.range(2, a + b - 1);
-    let question = format!(
-        "{name} has {a} {item}, gets {b} more and gives away {c}. How many {item} now?"
-    );
+    let question = format!("{name} has {a} {item}, gets {b}, gives {c}. How many now?");
     let lines = vec![format!("{a}+{b}={}", a + b), format!("{}-{c}={}", a + b, a + b - c)];
     finish(question, lines, (a + b - c) as i64)
 }

@@ -37,12 +37,12 @@ impl Recipe {
     pub fn full() -> Self {
         let net = NetConfig {
             vocab_size: vocab::vocab_size(),
-            hidden_size: 128,
-            intermediate_size: 384,
+            hidden_size: 64,
+            intermediate_size: 192,
             num_hidden_layers: 4,
             num_attention_heads: 4,
             num_key_value_heads: 2,
-            head_dim: 32,
+            head_dim: 16,
             rope_theta: 10000.0,
             rms_norm_eps: 1e-6,
             lora_r: 8,
@@ -53,7 +53,7 @@ impl Recipe {
             topk: 8,
             hidden_states_size: net.hidden_size,
             hidden_states_layer_nums: vec![0, 2, 4],
-            hidden_dims: vec![64, 64],
+            hidden_dims: vec![32, 32],
             expansion_factor: 2,
             normalize_input: true,
             threshold: 0.5,
@@ -63,10 +63,10 @@ impl Recipe {
             decider,
             n_train: 20000,
             n_val: 300,
-            n_test: 300,
-            stage0: Schedule { steps: 1500, batch: 32, lr: 3e-3, warmup: 100 },
-            stage1: Schedule { steps: 500, batch: 32, lr: 1e-3, warmup: 50 },
-            stage2: Schedule { steps: 1500, batch: 512, lr: 1e-3, warmup: 100 },
+            n_test: 200,
+            stage0: Schedule { steps: 800, batch: 16, lr: 3e-3, warmup: 50 },
+            stage1: Schedule { steps: 300, batch: 16, lr: 1e-3, warmup: 20 },
+            stage2: Schedule { steps: 600, batch: 256, lr: 1e-3, warmup: 50 },
             seed: 42,
             max_new_tokens: 64,
         }
@@ -173,7 +173,7 @@ pub fn run(recipe: &Recipe, out: &Path) -> anyhow::Result<Results> {
     // Stage 2: the decider imitates the oracle on the frozen TaH backbone.
     let t = Instant::now();
     let mut decider = TrainDecider::new(recipe.decider.clone(), recipe.seed + 2)?;
-    let n_feat = train_ex.len().min(4000);
+    let n_feat = train_ex.len().min(2000);
     let train_feat = features(&tah, &recipe.decider, &train_ex[..n_feat], batch)?;
     let val_feat = features(&tah, &recipe.decider, &val_ex, batch)?;
     train_decider(&decider, &train_feat, &recipe.stage2, recipe.seed + 2)?;

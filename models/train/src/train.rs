@@ -80,7 +80,7 @@ pub fn train_lm(
             tail_sum += loss;
             tail_n += 1;
         }
-        if step % 50 == 0 || step + 1 == sched.steps {
+        if step % 25 == 0 || step + 1 == sched.steps {
             eprintln!("[{label}] step {step}/{} loss {loss:.4} ({:.0}s)", sched.steps, start.elapsed().as_secs_f32());
         }
     }
