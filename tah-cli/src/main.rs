@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod colour;
+mod eval_cmd;
 mod trace_cmd;
 
 #[derive(Parser)]
@@ -24,14 +25,22 @@ enum Command {
     /// Prefill a prompt, decode greedily and show what every token cost
     /// (passes, decider probabilities, top logits).
     Trace(trace_cmd::TraceArgs),
+    /// Accuracy, passes per token and hard-token share on GSM8K-style JSONL,
+    /// per iteration mode.
+    Eval(eval_cmd::EvalArgs),
 }
+
+/// The model trained by `models/train` and committed with the SDK, found
+/// through the source tree this binary was built from.
+const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/arith-tah");
 
 /// Options shared by every command that loads a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
-    /// Model: a TaH checkpoint directory (Hugging Face layout).
+    /// Model: a TaH checkpoint directory (Hugging Face layout). Default: the
+    /// arithmetic model shipped in the repository (`models/arith-tah`).
     #[arg(long, short = 'm')]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// tokenizer.json to use instead of the one next to the model.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -43,7 +52,9 @@ impl ModelArgs {
             tokenizer: self.tokenizer.clone(),
             context_length: None,
         };
-        Ok(tah_core::TahModel::load(&self.model, &options)?)
+        let default = || PathBuf::from(DEFAULT_MODEL);
+        let model = self.model.clone().unwrap_or_else(default);
+        Ok(tah_core::TahModel::load(&model, &options)?)
     }
 }
 
@@ -51,6 +62,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Trace(args) => trace_cmd::run(&args),
+        Command::Eval(args) => eval_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

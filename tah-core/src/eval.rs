@@ -21,10 +21,16 @@ pub struct EvalItem {
 pub fn read_jsonl(path: &Path) -> Result<Vec<EvalItem>> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
     let mut items = Vec::new();
-    for (n, line) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+    for (n, line) in text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+    {
         let bad = |why: &str| Error::malformed(path, format!("line {}: {why}", n + 1));
         let v: serde_json::Value = serde_json::from_str(line).map_err(|e| bad(&e.to_string()))?;
-        let question = v["question"].as_str().ok_or_else(|| bad("no `question` string"))?;
+        let question = v["question"]
+            .as_str()
+            .ok_or_else(|| bad("no `question` string"))?;
         let answer = match &v["answer"] {
             serde_json::Value::Number(x) => x.as_f64(),
             serde_json::Value::String(s) => extract_answer(s),
@@ -48,7 +54,10 @@ fn parse_number(s: &str) -> Option<f64> {
 /// `\boxed{}`, or the last number on the last non-empty line.
 pub fn extract_answer(text: &str) -> Option<f64> {
     if let Some(i) = text.rfind("####") {
-        return text[i + 4..].split_whitespace().next().and_then(parse_number);
+        return text[i + 4..]
+            .split_whitespace()
+            .next()
+            .and_then(parse_number);
     }
     if let Some(i) = text.rfind("\\boxed{") {
         let rest = &text[i + 7..];

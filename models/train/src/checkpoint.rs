@@ -42,7 +42,8 @@ pub fn write_base(net: &Net, dir: &Path) -> anyhow::Result<()> {
         &dir.join("generation_config.json"),
         &json!({"eos_token_id": vocab::IM_END, "pad_token_id": 0, "do_sample": false}),
     )?;
-    net.base.save(&dir.join("model.safetensors"), str::to_string)?;
+    net.base
+        .save(&dir.join("model.safetensors"), str::to_string)?;
     vocab::write_files(dir)
 }
 
@@ -62,7 +63,9 @@ pub fn write_tah(net: &Net, decider: &TrainDecider, dir: &Path) -> anyhow::Resul
         }),
     )?;
     net.lora
-        .save(&lora_dir.join("adapter_model.safetensors"), |n| format!("base_model.model.{n}"))?;
+        .save(&lora_dir.join("adapter_model.safetensors"), |n| {
+            format!("base_model.model.{n}")
+        })?;
     decider
         .params
         .save(&dir.join("iter_decider.safetensors"), str::to_string)?;

@@ -36,7 +36,11 @@ pub fn addition(a: u64, b: u64) -> Problem {
     let mut lines = Vec::new();
     for i in 0..w {
         let sum = da[i] + db[i] + carry;
-        let c = if carry > 0 { format!("+{carry}") } else { String::new() };
+        let c = if carry > 0 {
+            format!("+{carry}")
+        } else {
+            String::new()
+        };
         lines.push(format!("{}+{}{c}={sum}", da[i], db[i]));
         carry = sum / 10;
     }
@@ -72,7 +76,11 @@ pub fn multiplication(a: u64, b: u64) -> Problem {
     let mut lines = Vec::new();
     for &d in &da {
         let p = d * b + carry;
-        let c = if carry > 0 { format!("+{carry}") } else { String::new() };
+        let c = if carry > 0 {
+            format!("+{carry}")
+        } else {
+            String::new()
+        };
         lines.push(format!("{d}*{b}{c}={p}"));
         carry = p / 10;
     }
@@ -90,7 +98,10 @@ pub fn word_problem(rng: &mut Rng) -> Problem {
     let b = rng.range(5, 39);
     let c = rng.range(2, a + b - 1);
     let question = format!("{name} has {a} {item}, gets {b}, gives {c}. How many now?");
-    let lines = vec![format!("{a}+{b}={}", a + b), format!("{}-{c}={}", a + b, a + b - c)];
+    let lines = vec![
+        format!("{a}+{b}={}", a + b),
+        format!("{}-{c}={}", a + b, a + b - c),
+    ];
     finish(question, lines, (a + b - c) as i64)
 }
 
@@ -159,8 +170,14 @@ mod tests {
 
     #[test]
     fn worked_solutions() {
-        assert_eq!(addition(347, 589).solution, "7+9=16\n4+8+1=13\n3+5+1=9\n#### 936");
-        assert_eq!(subtraction(532, 278).solution, "12-8=4\n12-7=5\n4-2=2\n#### 254");
+        assert_eq!(
+            addition(347, 589).solution,
+            "7+9=16\n4+8+1=13\n3+5+1=9\n#### 936"
+        );
+        assert_eq!(
+            subtraction(532, 278).solution,
+            "12-8=4\n12-7=5\n4-2=2\n#### 254"
+        );
         assert_eq!(multiplication(47, 6).solution, "7*6=42\n4*6+4=28\n#### 282");
         assert_eq!(subtraction(100, 1).answer, 99);
     }

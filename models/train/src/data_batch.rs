@@ -18,7 +18,11 @@ impl Example {
     pub fn new(codec: &Codec, p: &Problem) -> anyhow::Result<Self> {
         let (ids, prompt_len) = codec.example(&p.question, &p.solution)?;
         let hard = vec![false; ids.len() - 1];
-        Ok(Example { ids, prompt_len, hard })
+        Ok(Example {
+            ids,
+            prompt_len,
+            hard,
+        })
     }
 
     /// Positions whose next token is part of the answer (trained on).

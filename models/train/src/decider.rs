@@ -23,11 +23,17 @@ impl TrainDecider {
         let mut params = Params::default();
         let h = cfg.hidden_states_size;
         let features = h * cfg.hidden_states_layer_nums.len();
-        let mut linear = |p: &mut Params, name: &str, inp: usize, out: usize| -> anyhow::Result<()> {
-            p.add(&mut rng, &format!("{name}.weight"), &[out, inp], Init::Normal(1.0 / (inp as f64).sqrt()))?;
-            p.add(&mut rng, &format!("{name}.bias"), &[out], Init::Const(0.0))?;
-            Ok(())
-        };
+        let mut linear =
+            |p: &mut Params, name: &str, inp: usize, out: usize| -> anyhow::Result<()> {
+                p.add(
+                    &mut rng,
+                    &format!("{name}.weight"),
+                    &[out, inp],
+                    Init::Normal(1.0 / (inp as f64).sqrt()),
+                )?;
+                p.add(&mut rng, &format!("{name}.bias"), &[out], Init::Const(0.0))?;
+                Ok(())
+            };
         let dims = cfg.hidden_dims.clone();
         let (first, last) = (dims[0], dims[dims.len() - 1]);
         linear(&mut params, "logits_projection", cfg.topk, h)?;
@@ -37,8 +43,18 @@ impl TrainDecider {
         block_dims.push(last);
         for (j, w) in block_dims.windows(2).enumerate() {
             let p = format!("backbone.blocks.{j}");
-            linear(&mut params, &format!("{p}.mlp.0"), w[0], w[0] * cfg.expansion_factor)?;
-            linear(&mut params, &format!("{p}.mlp.3"), w[0] * cfg.expansion_factor, w[1])?;
+            linear(
+                &mut params,
+                &format!("{p}.mlp.0"),
+                w[0],
+                w[0] * cfg.expansion_factor,
+            )?;
+            linear(
+                &mut params,
+                &format!("{p}.mlp.3"),
+                w[0] * cfg.expansion_factor,
+                w[1],
+            )?;
             if w[0] != w[1] {
                 linear(&mut params, &format!("{p}.dim_change"), w[0], w[1])?;
             }
@@ -52,7 +68,12 @@ impl TrainDecider {
             norms.push((format!("backbone.blocks.{j}.layer_norm"), w[0]));
         }
         for (name, dim) in norms {
-            params.add(&mut rng, &format!("{name}.weight"), &[dim], Init::Const(1.0))?;
+            params.add(
+                &mut rng,
+                &format!("{name}.weight"),
+                &[dim],
+                Init::Const(1.0),
+            )?;
             params.add(&mut rng, &format!("{name}.bias"), &[dim], Init::Const(0.0))?;
         }
         Ok(TrainDecider { cfg, params })
@@ -89,7 +110,10 @@ impl TrainDecider {
         let blocks = self.cfg.hidden_dims.len();
         for j in 0..blocks {
             let p = format!("backbone.blocks.{j}");
-            let inner = self.linear(&self.layer_norm(&z, &format!("{p}.layer_norm"))?, &format!("{p}.mlp.0"))?;
+            let inner = self.linear(
+                &self.layer_norm(&z, &format!("{p}.layer_norm"))?,
+                &format!("{p}.mlp.0"),
+            )?;
             let inner = self.linear(&inner.gelu_erf()?, &format!("{p}.mlp.3"))?;
             let dim_change = format!("{p}.dim_change");
             let residual = if self.params.get(&format!("{dim_change}.weight")).is_ok() {
@@ -112,7 +136,12 @@ pub struct Features {
     pub labels: Vec<bool>,
 }
 
-pub fn features(net: &Net, cfg: &DeciderConfig, examples: &[Example], batch: usize) -> anyhow::Result<Features> {
+pub fn features(
+    net: &Net,
+    cfg: &DeciderConfig,
+    examples: &[Example],
+    batch: usize,
+) -> anyhow::Result<Features> {
     let (mut hidden, mut top, mut labels) = (Vec::new(), Vec::new(), Vec::new());
     for chunk in examples.chunks(batch) {
         let b = Batch::new(chunk)?;

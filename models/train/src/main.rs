@@ -6,7 +6,10 @@ use clap::Parser;
 use tah_train::pipeline::{run, Recipe};
 
 #[derive(Parser)]
-#[command(name = "tah-train", about = "Train the default TaH arithmetic model from scratch")]
+#[command(
+    name = "tah-train",
+    about = "Train the default TaH arithmetic model from scratch"
+)]
 struct Args {
     /// Output directory (data/, tah/, base/, always/, results.json).
     #[arg(long, default_value = "target/tah-train")]
@@ -18,14 +21,22 @@ struct Args {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let recipe = if args.smoke { Recipe::smoke() } else { Recipe::full() };
+    let recipe = if args.smoke {
+        Recipe::smoke()
+    } else {
+        Recipe::full()
+    };
     let results = run(&recipe, &args.out)?;
     println!("| model | mode | accuracy | passes/token | hard % |");
     println!("| --- | --- | --- | --- | --- |");
     for r in &results.eval {
         println!(
             "| {} | {} | {:.1}% | {:.3} | {:.1}% |",
-            r.model, r.mode, 100.0 * r.accuracy, r.passes_per_token, 100.0 * r.hard_fraction
+            r.model,
+            r.mode,
+            100.0 * r.accuracy,
+            r.passes_per_token,
+            100.0 * r.hard_fraction
         );
     }
     Ok(())

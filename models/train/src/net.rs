@@ -71,7 +71,12 @@ impl Net {
         let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
         let mut base = Params::default();
         let mut lora = Params::default();
-        base.add(&mut rng, "model.embed_tokens.weight", &[cfg.vocab_size, h], Init::Normal(0.02))?;
+        base.add(
+            &mut rng,
+            "model.embed_tokens.weight",
+            &[cfg.vocab_size, h],
+            Init::Normal(0.02),
+        )?;
         base.add(&mut rng, "model.norm.weight", &[h], Init::Const(1.0))?;
         for l in 0..cfg.num_hidden_layers {
             for m in LINEAR_MODULES {
@@ -83,18 +88,38 @@ impl Net {
                     _ => (h, i),
                 };
                 let p = module_prefix(l, m);
-                base.add(&mut rng, &format!("{p}.weight"), &[out, inp], Init::Normal(0.02))?;
+                base.add(
+                    &mut rng,
+                    &format!("{p}.weight"),
+                    &[out, inp],
+                    Init::Normal(0.02),
+                )?;
                 // PEFT init: A random, B zero, so the adapter starts as a no-op.
                 let a_std = 1.0 / (inp as f64).sqrt();
-                lora.add(&mut rng, &format!("{p}.lora_A.weight"), &[cfg.lora_r, inp], Init::Normal(a_std))?;
-                lora.add(&mut rng, &format!("{p}.lora_B.weight"), &[out, cfg.lora_r], Init::Const(0.0))?;
+                lora.add(
+                    &mut rng,
+                    &format!("{p}.lora_A.weight"),
+                    &[cfg.lora_r, inp],
+                    Init::Normal(a_std),
+                )?;
+                lora.add(
+                    &mut rng,
+                    &format!("{p}.lora_B.weight"),
+                    &[out, cfg.lora_r],
+                    Init::Const(0.0),
+                )?;
             }
             let p = format!("model.layers.{l}");
             for n in ["input_layernorm", "post_attention_layernorm"] {
                 base.add(&mut rng, &format!("{p}.{n}.weight"), &[h], Init::Const(1.0))?;
             }
             for n in ["q_norm", "k_norm"] {
-                base.add(&mut rng, &format!("{p}.self_attn.{n}.weight"), &[hd], Init::Const(1.0))?;
+                base.add(
+                    &mut rng,
+                    &format!("{p}.self_attn.{n}.weight"),
+                    &[hd],
+                    Init::Const(1.0),
+                )?;
             }
         }
         Ok(Net { cfg, base, lora })
@@ -107,7 +132,13 @@ impl Net {
         Ok(x.broadcast_mul(&w)?)
     }
 
-    fn linear(&self, x: &Tensor, layer: usize, module: &str, depth: usize) -> anyhow::Result<Tensor> {
+    fn linear(
+        &self,
+        x: &Tensor,
+        layer: usize,
+        module: &str,
+        depth: usize,
+    ) -> anyhow::Result<Tensor> {
         let p = module_prefix(layer, module);
         let y = x.broadcast_matmul(&self.base.get(&format!("{p}.weight"))?.t()?)?;
         if depth < 2 {
@@ -175,7 +206,11 @@ impl Net {
     ) -> anyhow::Result<(Tensor, Vec<(Tensor, Tensor)>, Vec<Tensor>)> {
         let (b, t, _) = x.dims3()?;
         let cfg = &self.cfg;
-        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim);
+        let (nh, nkv, hd) = (
+            cfg.num_attention_heads,
+            cfg.num_key_value_heads,
+            cfg.head_dim,
+        );
         let (cos, sin) = self.rope_tables(t)?;
         let layers = cfg.num_hidden_layers;
         let mut hidden = vec![None; capture.len()];
@@ -193,7 +228,10 @@ impl Net {
             let p = format!("model.layers.{l}");
             let a = self.rms_norm(&h, &format!("{p}.input_layernorm.weight"))?;
             let heads = |y: Tensor, n: usize, norm: &str| -> anyhow::Result<Tensor> {
-                let y = self.rms_norm(&y.reshape((b, t, n, hd))?, &format!("{p}.self_attn.{norm}.weight"))?;
+                let y = self.rms_norm(
+                    &y.reshape((b, t, n, hd))?,
+                    &format!("{p}.self_attn.{norm}.weight"),
+                )?;
                 Self::rope(&y.transpose(1, 2)?.contiguous()?, &cos, &sin)
             };
             let q = heads(self.linear(&a, l, "q_proj", depth)?, nh, "q_norm")?;
@@ -238,30 +276,51 @@ impl Net {
     }
 
     /// `ids`: `[batch, seq]` (u32). See [`Depth2`].
-    pub fn forward(&self, ids: &Tensor, depth2: Depth2, capture: &[usize]) -> anyhow::Result<Output> {
+    pub fn forward(
+        &self,
+        ids: &Tensor,
+        depth2: Depth2,
+        capture: &[usize],
+    ) -> anyhow::Result<Output> {
         let (b, t) = ids.dims2()?;
         let embed = self.base.get("model.embed_tokens.weight")?;
-        let x = embed.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, ()))?;
+        let x = embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, ()))?;
         let causal: Vec<f32> = (0..t)
             .flat_map(|p| (0..t).map(move |j| if j <= p { 0.0 } else { NEG_INF }))
             .collect();
         let causal = Tensor::from_vec(causal, (t, t), &Device::Cpu)?;
         let (logits1, kv1, hidden) = self.pass(&x, 1, None, &causal, capture)?;
         let Depth2::Hard(hard) = depth2 else {
-            return Ok(Output { logits: logits1.clone(), logits1, hidden });
+            return Ok(Output {
+                logits: logits1.clone(),
+                logits1,
+                hidden,
+            });
         };
 
         // Soft embedding: softmax over the top-k depth-1 logits (ids chosen
         // like the runtime's top_k; gradients flow through the values).
         let k = self.cfg.soft_topk;
-        let rows = logits1.detach().to_dtype(DType::F32)?.reshape((b * t, ()))?.to_vec2::<f32>()?;
-        let top: Vec<u32> = rows.iter().flat_map(|r| top_k(r, k).into_iter().map(|(id, _)| id)).collect();
+        let rows = logits1
+            .detach()
+            .to_dtype(DType::F32)?
+            .reshape((b * t, ()))?
+            .to_vec2::<f32>()?;
+        let top: Vec<u32> = rows
+            .iter()
+            .flat_map(|r| top_k(r, k).into_iter().map(|(id, _)| id))
+            .collect();
         let top = Tensor::from_vec(top, (b, t, k), &Device::Cpu)?;
         let weights = candle_nn::ops::softmax(&logits1.gather(&top, D::Minus1)?, D::Minus1)?;
         let mixed = embed
             .index_select(&top.flatten_all()?, 0)?
             .reshape((b * t, k, ()))?;
-        let x2 = weights.reshape((b * t, 1, k))?.matmul(&mixed)?.reshape((b, t, ()))?;
+        let x2 = weights
+            .reshape((b * t, 1, k))?
+            .matmul(&mixed)?
+            .reshape((b, t, ()))?;
 
         // Duo-causal mask `[b, 1, t, 2t]`: depth-1 keys <= p, then depth-2
         // keys of hard positions <= p and the query's own.
@@ -282,7 +341,11 @@ impl Net {
         let hard: Vec<f32> = hard.iter().map(|&h| if h { 1.0 } else { 0.0 }).collect();
         let hard = Tensor::from_vec(hard, (b, t, 1), &Device::Cpu)?;
         let logits = (&logits1 + logits2.broadcast_mul(&hard)?)?;
-        Ok(Output { logits1, logits, hidden })
+        Ok(Output {
+            logits1,
+            logits,
+            hidden,
+        })
     }
 }
 

@@ -15,7 +15,9 @@ use crate::data::{splits, write_jsonl};
 use crate::data_batch::Example;
 use crate::decider::{features, TrainDecider};
 use crate::net::{Net, NetConfig};
-use crate::train::{label_oracle, pick_threshold, train_decider, train_lm, DeciderScore, Policy, Schedule};
+use crate::train::{
+    label_oracle, pick_threshold, train_decider, train_lm, DeciderScore, Policy, Schedule,
+};
 use crate::vocab::{self, Codec};
 
 /// Sizes and budgets of one run.
@@ -64,9 +66,24 @@ impl Recipe {
             n_train: 20000,
             n_val: 300,
             n_test: 200,
-            stage0: Schedule { steps: 800, batch: 16, lr: 3e-3, warmup: 50 },
-            stage1: Schedule { steps: 300, batch: 16, lr: 1e-3, warmup: 20 },
-            stage2: Schedule { steps: 600, batch: 256, lr: 1e-3, warmup: 50 },
+            stage0: Schedule {
+                steps: 2000,
+                batch: 16,
+                lr: 3e-3,
+                warmup: 50,
+            },
+            stage1: Schedule {
+                steps: 500,
+                batch: 16,
+                lr: 1e-3,
+                warmup: 20,
+            },
+            stage2: Schedule {
+                steps: 600,
+                batch: 256,
+                lr: 1e-3,
+                warmup: 50,
+            },
             seed: 42,
             max_new_tokens: 64,
         }
@@ -87,9 +104,24 @@ impl Recipe {
         r.n_train = 500;
         r.n_val = 30;
         r.n_test = 8;
-        r.stage0 = Schedule { steps: 30, batch: 8, lr: 3e-3, warmup: 5 };
-        r.stage1 = Schedule { steps: 10, batch: 8, lr: 1e-3, warmup: 2 };
-        r.stage2 = Schedule { steps: 30, batch: 128, lr: 1e-3, warmup: 5 };
+        r.stage0 = Schedule {
+            steps: 30,
+            batch: 8,
+            lr: 3e-3,
+            warmup: 5,
+        };
+        r.stage1 = Schedule {
+            steps: 10,
+            batch: 8,
+            lr: 1e-3,
+            warmup: 2,
+        };
+        r.stage2 = Schedule {
+            steps: 30,
+            batch: 128,
+            lr: 1e-3,
+            warmup: 5,
+        };
         r.max_new_tokens = 40;
         r
     }
@@ -134,7 +166,8 @@ pub fn run(recipe: &Recipe, out: &Path) -> anyhow::Result<Results> {
     let codec = Codec::new()?;
     let mut seconds = Vec::new();
     let mut final_loss = Vec::new();
-    let mut timed = |name: &str, t: Instant| seconds.push((name.to_string(), t.elapsed().as_secs_f64()));
+    let mut timed =
+        |name: &str, t: Instant| seconds.push((name.to_string(), t.elapsed().as_secs_f64()));
 
     // Data.
     let data_dir = out.join("data");
@@ -149,26 +182,47 @@ pub fn run(recipe: &Recipe, out: &Path) -> anyhow::Result<Results> {
     // Stage 0: the base model from scratch.
     let t = Instant::now();
     let stage0 = Net::new(recipe.net.clone(), recipe.seed)?;
-    final_loss.push(("stage0".into(), train_lm(&stage0, &train_ex, Policy::Never, &recipe.stage0, recipe.seed, "stage0")?));
+    final_loss.push((
+        "stage0".into(),
+        train_lm(
+            &stage0,
+            &train_ex,
+            Policy::Never,
+            &recipe.stage0,
+            recipe.seed,
+            "stage0",
+        )?,
+    ));
     timed("stage0", t);
 
     // Oracle labels from the frozen stage-0 model.
     let batch = 64;
     let oracle_hard_fraction = label_oracle(&stage0, &mut train_ex, batch)?;
     label_oracle(&stage0, &mut val_ex, batch)?;
-    eprintln!("oracle: {:.1}% of answer tokens are hard", 100.0 * oracle_hard_fraction);
+    eprintln!(
+        "oracle: {:.1}% of answer tokens are hard",
+        100.0 * oracle_hard_fraction
+    );
 
     // Stage 1 and the two baselines, same steps and data order.
     let s1 = recipe.seed + 1;
     let mut nets = Vec::new();
-    for (name, policy) in [("tah", Policy::Oracle), ("base", Policy::Never), ("always", Policy::Always)] {
+    for (name, policy) in [
+        ("tah", Policy::Oracle),
+        ("base", Policy::Never),
+        ("always", Policy::Always),
+    ] {
         let t = Instant::now();
         let net = fork(&stage0, recipe.seed)?;
-        final_loss.push((name.into(), train_lm(&net, &train_ex, policy, &recipe.stage1, s1, name)?));
+        final_loss.push((
+            name.into(),
+            train_lm(&net, &train_ex, policy, &recipe.stage1, s1, name)?,
+        ));
         timed(&format!("stage1-{name}"), t);
         nets.push(net);
     }
-    let [tah, base, always]: [Net; 3] = nets.try_into().map_err(|_| anyhow::anyhow!("three nets"))?;
+    let [tah, base, always]: [Net; 3] =
+        nets.try_into().map_err(|_| anyhow::anyhow!("three nets"))?;
 
     // Stage 2: the decider imitates the oracle on the frozen TaH backbone.
     let t = Instant::now();
@@ -203,7 +257,10 @@ pub fn run(recipe: &Recipe, out: &Path) -> anyhow::Result<Results> {
     let items = read_jsonl(&data_dir.join("test.jsonl"))?;
     for (model, mode) in runs {
         let m = TahModel::load(&out.join(model), &LoadOptions::default())?;
-        let policy = IterationPolicy { mode, ..Default::default() };
+        let policy = IterationPolicy {
+            mode,
+            ..Default::default()
+        };
         let mut summary = EvalSummary::default();
         for item in &items {
             summary.add(&solve(&m, item, policy, recipe.max_new_tokens)?);
@@ -232,6 +289,9 @@ pub fn run(recipe: &Recipe, out: &Path) -> anyhow::Result<Results> {
         seconds,
         eval,
     };
-    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&results)? + "\n")?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results)? + "\n",
+    )?;
     Ok(results)
 }

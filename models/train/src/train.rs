@@ -59,7 +59,14 @@ pub fn train_lm(
     if policy != Policy::Never {
         vars.extend(net.lora.vars());
     }
-    let mut opt = AdamW::new(vars, ParamsAdamW { lr: sched.lr, weight_decay: 0.01, ..Default::default() })?;
+    let mut opt = AdamW::new(
+        vars,
+        ParamsAdamW {
+            lr: sched.lr,
+            weight_decay: 0.01,
+            ..Default::default()
+        },
+    )?;
     let mut rng = Rng::new(seed);
     let start = Instant::now();
     let (mut tail_sum, mut tail_n) = (0.0, 0);
@@ -81,7 +88,11 @@ pub fn train_lm(
             tail_n += 1;
         }
         if step % 25 == 0 || step + 1 == sched.steps {
-            eprintln!("[{label}] step {step}/{} loss {loss:.4} ({:.0}s)", sched.steps, start.elapsed().as_secs_f32());
+            eprintln!(
+                "[{label}] step {step}/{} loss {loss:.4} ({:.0}s)",
+                sched.steps,
+                start.elapsed().as_secs_f32()
+            );
         }
     }
     Ok(tail_sum / tail_n.max(1) as f32)
@@ -90,12 +101,19 @@ pub fn train_lm(
 /// Oracle labels from a frozen reference: position p is hard iff it is in the
 /// answer and the reference's greedy prediction differs from `ids[p + 1]`.
 /// Returns the hard fraction over answer positions.
-pub fn label_oracle(reference: &Net, examples: &mut [Example], batch: usize) -> anyhow::Result<f64> {
+pub fn label_oracle(
+    reference: &Net,
+    examples: &mut [Example],
+    batch: usize,
+) -> anyhow::Result<f64> {
     let (mut hard, mut total) = (0usize, 0usize);
     for chunk in examples.chunks_mut(batch) {
         let b = Batch::new(chunk)?;
         let out = reference.forward(&b.inputs, Depth2::None, &[])?;
-        let pred = out.logits1.argmax(candle_core::D::Minus1)?.to_vec2::<u32>()?;
+        let pred = out
+            .logits1
+            .argmax(candle_core::D::Minus1)?
+            .to_vec2::<u32>()?;
         for (bi, ex) in chunk.iter_mut().enumerate() {
             for p in 0..ex.ids.len() - 1 {
                 ex.hard[p] = ex.in_answer(p) && pred[bi][p] != ex.ids[p + 1];
@@ -115,22 +133,43 @@ fn labels_tensor(labels: &[bool]) -> anyhow::Result<Tensor> {
 }
 
 /// Stage 2: BCE with `pos_weight` = negatives / positives on frozen features.
-pub fn train_decider(decider: &TrainDecider, train: &Features, sched: &Schedule, seed: u64) -> anyhow::Result<f64> {
+pub fn train_decider(
+    decider: &TrainDecider,
+    train: &Features,
+    sched: &Schedule,
+    seed: u64,
+) -> anyhow::Result<f64> {
     let pos = train.labels.iter().filter(|&&l| l).count().max(1);
     let pos_weight = (train.labels.len() - pos) as f64 / pos as f64;
     let labels = labels_tensor(&train.labels)?;
-    let mut opt = AdamW::new(decider.params.vars(), ParamsAdamW { lr: sched.lr, weight_decay: 0.01, ..Default::default() })?;
+    let mut opt = AdamW::new(
+        decider.params.vars(),
+        ParamsAdamW {
+            lr: sched.lr,
+            weight_decay: 0.01,
+            ..Default::default()
+        },
+    )?;
     let mut rng = Rng::new(seed);
     let n = train.labels.len();
     for step in 0..sched.steps {
         opt.set_learning_rate(sched.lr_at(step));
-        let idx: Vec<u32> = (0..sched.batch).map(|_| rng.range(0, n as u64 - 1) as u32).collect();
+        let idx: Vec<u32> = (0..sched.batch)
+            .map(|_| rng.range(0, n as u64 - 1) as u32)
+            .collect();
         let idx = Tensor::from_vec(idx, sched.batch, &Device::Cpu)?;
-        let logits = decider.forward(&train.hidden.index_select(&idx, 0)?, &train.top.index_select(&idx, 0)?)?;
+        let logits = decider.forward(
+            &train.hidden.index_select(&idx, 0)?,
+            &train.top.index_select(&idx, 0)?,
+        )?;
         let loss = bce(&logits, &labels.index_select(&idx, 0)?, pos_weight)?;
         opt.backward_step(&loss)?;
         if step % 100 == 0 || step + 1 == sched.steps {
-            eprintln!("[decider] step {step}/{} bce {:.4}", sched.steps, loss.to_scalar::<f32>()?);
+            eprintln!(
+                "[decider] step {step}/{} bce {:.4}",
+                sched.steps,
+                loss.to_scalar::<f32>()?
+            );
         }
     }
     Ok(pos_weight)
@@ -163,7 +202,12 @@ pub fn pick_threshold(decider: &TrainDecider, val: &Features) -> anyhow::Result<
         }
         let f1 = 2.0 * tp as f64 / (predicted + oracle).max(1) as f64;
         if best.is_none_or(|b| f1 > b.f1) {
-            best = Some(DeciderScore { threshold, f1, predicted_hard: predicted as f64 / n, oracle_hard: oracle as f64 / n });
+            best = Some(DeciderScore {
+                threshold,
+                f1,
+                predicted_hard: predicted as f64 / n,
+                oracle_hard: oracle as f64 / n,
+            });
         }
     }
     best.ok_or_else(|| anyhow::anyhow!("no threshold"))

@@ -20,7 +20,8 @@ pub const IM_END: u32 = 2;
 pub const UNK: &str = "<unk>";
 
 /// Every character the tokenizer knows (ids after the specials and `<unk>`).
-const CHARS: &str = "0123456789+-*/=?.,:;!'\"()#$%{}\\ \nabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+const CHARS: &str =
+    "0123456789+-*/=?.,:;!'\"()#$%{}\\ \nabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
 
 /// ChatML, as Qwen3 writes it; `enable_thinking=false` adds the empty think block.
 pub const CHAT_TEMPLATE: &str = "{%- for message in messages %}{{ '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}";
@@ -71,7 +72,10 @@ pub fn tokenizer_config_json() -> Value {
 
 /// Writes `tokenizer.json` and `tokenizer_config.json` into `dir`.
 pub fn write_files(dir: &Path) -> anyhow::Result<()> {
-    std::fs::write(dir.join("tokenizer.json"), serde_json::to_string_pretty(&tokenizer_json())?)?;
+    std::fs::write(
+        dir.join("tokenizer.json"),
+        serde_json::to_string_pretty(&tokenizer_json())?,
+    )?;
     std::fs::write(
         dir.join("tokenizer_config.json"),
         serde_json::to_string_pretty(&tokenizer_config_json())?,
