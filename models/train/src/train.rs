@@ -41,7 +41,7 @@ impl Schedule {
     }
 }
 
-fn sample_batch<'a>(rng: &mut Rng, examples: &'a [Example], n: usize) -> Vec<Example> {
+fn sample_batch(rng: &mut Rng, examples: &[Example], n: usize) -> Vec<Example> {
     (0..n).map(|_| rng.pick(examples).clone()).collect()
 }
 
@@ -115,8 +115,8 @@ pub fn label_oracle(
             .argmax(candle_core::D::Minus1)?
             .to_vec2::<u32>()?;
         for (bi, ex) in chunk.iter_mut().enumerate() {
-            for p in 0..ex.ids.len() - 1 {
-                ex.hard[p] = ex.in_answer(p) && pred[bi][p] != ex.ids[p + 1];
+            for (p, &predicted) in pred[bi].iter().enumerate().take(ex.ids.len() - 1) {
+                ex.hard[p] = ex.in_answer(p) && predicted != ex.ids[p + 1];
                 if ex.in_answer(p) {
                     total += 1;
                     hard += usize::from(ex.hard[p]);
