@@ -17,6 +17,12 @@ struct Args {
     /// Tiny sizes and budgets: the whole pipeline in about a minute.
     #[arg(long)]
     smoke: bool,
+    /// Override the stage-0 steps (default 800: the shipped model).
+    #[arg(long)]
+    stage0_steps: Option<usize>,
+    /// Override the stage-1 steps of TaH and both baselines (default 300).
+    #[arg(long)]
+    stage1_steps: Option<usize>,
 }
 
 fn main() -> anyhow::Result<()> {
