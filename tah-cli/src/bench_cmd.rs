@@ -129,7 +129,7 @@ fn child_args(args: &BenchArgs, mode: IterationMode) -> Vec<String> {
         "bench".into(),
         "--child".into(),
         "--model".into(),
-        args.model.model.display().to_string(),
+        args.model.path().display().to_string(),
         "-p".into(),
         list(&args.prompt_lengths),
         "-n".into(),

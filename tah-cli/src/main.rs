@@ -8,6 +8,7 @@ use clap::{Parser, Subcommand};
 mod bench_cmd;
 mod colour;
 mod convert_cmd;
+mod eval_cmd;
 mod generate_cmd;
 mod trace_cmd;
 
@@ -38,15 +39,23 @@ enum Command {
     /// Convert a checkpoint directory into one quantized, memory-mapped
     /// GGUF model file.
     Convert(convert_cmd::ConvertArgs),
+    /// Accuracy, passes per token and hard-token share on GSM8K-style JSONL,
+    /// per iteration mode.
+    Eval(eval_cmd::EvalArgs),
 }
+
+/// The model trained by `models/train` and committed with the SDK, found
+/// through the source tree this binary was built from.
+const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/arith-tah");
 
 /// Options shared by every command that loads a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Model: a TaH checkpoint directory (Hugging Face layout) or a `.gguf`
-    /// file written by `tah convert` (or a plain Qwen3 GGUF).
+    /// file written by `tah convert` (or a plain Qwen3 GGUF). Default: the
+    /// arithmetic model shipped in the repository (`models/arith-tah`).
     #[arg(long, short = 'm')]
-    pub model: PathBuf,
+    pub model: Option<PathBuf>,
     /// tokenizer.json to use instead of the one next to the model.
     #[arg(long)]
     pub tokenizer: Option<PathBuf>,
@@ -56,12 +65,19 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
+    /// The model path, or the shipped default.
+    pub fn path(&self) -> PathBuf {
+        self.model
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
+    }
+
     pub fn load(&self) -> anyhow::Result<tah_core::TahModel> {
         let options = tah_core::LoadOptions {
             tokenizer: self.tokenizer.clone(),
             context_length: self.context_length,
         };
-        let model = tah_core::TahModel::load(&self.model, &options)?;
+        let model = tah_core::TahModel::load(&self.path(), &options)?;
         if let Some(notice) = model.notice() {
             eprintln!("note: {notice}");
         }
@@ -77,6 +93,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate_cmd::run_generate(&args),
         Command::Chat(args) => generate_cmd::run_chat(&args),
         Command::Convert(args) => convert_cmd::run(&args),
+        Command::Eval(args) => eval_cmd::run(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -10,6 +10,7 @@ pub mod config;
 pub mod decider;
 pub mod embedding;
 pub mod error;
+pub mod eval;
 pub mod generation;
 pub mod gguf;
 pub mod iteration;

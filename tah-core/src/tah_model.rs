@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::chat_template::ChatTemplate;
-use crate::config::{read_json, LoraConfig, Qwen3Config, TahConfig};
+use crate::config::{read_json, DeciderConfig, LoraConfig, Qwen3Config, TahConfig};
 use crate::decider::{bf16_threshold, Decider};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
@@ -221,12 +221,10 @@ fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {
         Model::new(&cfg, embedding, &root, None)?
     };
 
-    // 4. The decider.
+    // 4. The decider: the reference's `iter_decider.bin`, or the same state
+    //    dict as `iter_decider.safetensors` (what `tah-train` writes).
     let decider = match &tah {
-        Some(t) if t.max_iter > 1 => Some(Decider::from_torch_file(
-            &t.iter_decider_kwargs,
-            &dir.join("iter_decider.bin"),
-        )?),
+        Some(t) if t.max_iter > 1 => Some(load_decider(&t.iter_decider_kwargs, dir)?),
         _ => None,
     };
 
@@ -261,6 +259,17 @@ fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {
         },
         options,
     )
+}
+
+/// `iter_decider.bin` when present, else `iter_decider.safetensors`.
+fn load_decider(cfg: &DeciderConfig, dir: &Path) -> Result<Decider> {
+    let torch = dir.join("iter_decider.bin");
+    let safetensors = dir.join("iter_decider.safetensors");
+    if torch.exists() || !safetensors.exists() {
+        return Decider::from_torch_file(cfg, &torch);
+    }
+    let source = SafetensorsSource::open(&safetensors)?;
+    Decider::new(cfg, &WeightBuilder::root(&source))
 }
 
 /// A PEFT adapter with a key we would silently ignore is almost certainly not

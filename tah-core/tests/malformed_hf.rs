@@ -402,3 +402,37 @@ fn the_unmodified_copy_loads() {
     let scratch = Scratch::new("control");
     scratch.load().expect("the control copy must load");
 }
+
+/// `iter_decider.safetensors` (same state-dict names) stands in for a missing
+/// `iter_decider.bin` and gives the same decider probabilities.
+#[test]
+fn decider_loads_from_safetensors() {
+    use tah_core::decider::Decider;
+    use tah_core::torch_pickle::TorchCheckpoint;
+    let scratch = Scratch::new("decider-safetensors");
+    let checkpoint = TorchCheckpoint::read(&scratch.path("iter_decider.bin")).unwrap();
+    let tensors: HashMap<String, Tensor> = checkpoint
+        .state_dict
+        .iter()
+        .map(|(name, t)| {
+            let tensor = Tensor::from_slice(&t.data, t.shape.as_slice(), &Device::Cpu).unwrap();
+            (name.clone(), tensor)
+        })
+        .collect();
+    candle_core::safetensors::save(&tensors, scratch.path("iter_decider.safetensors")).unwrap();
+    let from_bin = scratch.load().unwrap();
+    std::fs::remove_file(scratch.path("iter_decider.bin")).unwrap();
+    let from_safetensors = scratch.load().unwrap();
+
+    let cfg = from_bin.decider().unwrap().config().clone();
+    let n = 3;
+    let hidden: Vec<Tensor> = (0..cfg.hidden_states_layer_nums.len())
+        .map(|i| Tensor::randn(i as f32, 1.0, (n, cfg.hidden_states_size), &Device::Cpu).unwrap())
+        .collect();
+    let top = Tensor::randn(0f32, 1.0, (n, cfg.topk), &Device::Cpu).unwrap();
+    let probs = |d: &Decider| d.probabilities(&hidden, &top).unwrap();
+    assert_eq!(
+        probs(from_bin.decider().unwrap()),
+        probs(from_safetensors.decider().unwrap())
+    );
+}

@@ -4,8 +4,8 @@
 use tah_core::chat_template;
 use tah_core::IterationMode as CoreIterationMode;
 
-use tah_core::session as engine;
 use crate::error::TahError;
+use tah_core::session as engine;
 
 /// Who wrote a chat message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]

@@ -7,10 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 
-use tah_core::session::{self as engine, CancelHandle};
 use crate::error::TahError;
 use crate::guard::guarded;
 use crate::records::{GenerationConfig, GenerationResult, Prompt, TokenEvent};
+use tah_core::session::{self as engine, CancelHandle};
 
 /// Receives the events of one generation, on the generation's worker thread.
 /// Exactly one of `on_complete` and `on_error` is called, last.
