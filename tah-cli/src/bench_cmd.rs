@@ -241,6 +241,16 @@ fn measure(
     (0..reps).map(|_| f()).collect()
 }
 
+/// Chunk options of a benchmark: generation keeps only the last logits.
+fn last_logits_only(policy: IterationPolicy) -> ChunkOptions<'static> {
+    ChunkOptions {
+        policy,
+        keep: KeepLogits::Last,
+        max_hard: None,
+        cancel: None,
+    }
+}
+
 fn prefill(
     model: &TahModel,
     ids: &[u32],
@@ -248,12 +258,7 @@ fn prefill(
     chunk: usize,
 ) -> anyhow::Result<Sample> {
     let mut cache = model.new_cache();
-    let opts = ChunkOptions {
-        policy,
-        keep: KeepLogits::Last,
-        max_hard: None,
-        cancel: None,
-    };
+    let opts = last_logits_only(policy);
     let start = Instant::now();
     let mut passes = 0;
     for part in ids.chunks(chunk.max(1)) {
@@ -278,12 +283,7 @@ fn decode(
     policy: IterationPolicy,
 ) -> anyhow::Result<Sample> {
     let mut cache = model.new_cache();
-    let opts = ChunkOptions {
-        policy,
-        keep: KeepLogits::Last,
-        max_hard: None,
-        cancel: None,
-    };
+    let opts = last_logits_only(policy);
     let start = Instant::now();
     let mut out = model.forward_chunk(prompt, &mut cache, &opts)?;
     let mut token = argmax(out.logits.last().map_or(&[][..], Vec::as_slice)).unwrap_or(0);

@@ -30,7 +30,12 @@ fn few_rows(x: &Tensor, weight: &Tensor, rows: usize, in_dim: usize) -> Result<T
     let candle_core::Storage::Cpu(cpu) = &*storage else {
         return Ok(Tensor::from_vec(x, (rows, in_dim), weight.device())?.matmul(&weight.t()?)?);
     };
-    let w = &cpu.as_slice::<f32>()?[layout.start_offset()..][..out_dim * in_dim];
+    let w = cpu
+        .as_slice::<f32>()?
+        .get(layout.start_offset()..layout.start_offset() + out_dim * in_dim)
+        .ok_or_else(|| {
+            crate::error::Error::InvalidArgument("weight view out of its storage".into())
+        })?;
     // Column-major result: each task owns a block of output columns (all
     // rows), so tasks never share an output element.
     let mut by_column = vec![0f32; out_dim * rows];
