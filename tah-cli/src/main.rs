@@ -44,16 +44,17 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
 }
 
-/// The model trained by `models/train` and committed with the SDK, found
-/// through the source tree this binary was built from.
-const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/arith-tah");
+/// The model trained by `models/train` and committed with the SDK (as the
+/// GGUF file `tah convert` writes), found through the source tree this binary
+/// was built from.
+const DEFAULT_MODEL: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/arith-tah.gguf");
 
 /// Options shared by every command that loads a model.
 #[derive(clap::Args, Debug, Clone)]
 pub struct ModelArgs {
     /// Model: a TaH checkpoint directory (Hugging Face layout) or a `.gguf`
     /// file written by `tah convert` (or a plain Qwen3 GGUF). Default: the
-    /// arithmetic model shipped in the repository (`models/arith-tah`).
+    /// arithmetic model shipped in the repository (`models/arith-tah.gguf`).
     #[arg(long, short = 'm')]
     pub model: Option<PathBuf>,
     /// tokenizer.json to use instead of the one next to the model.

@@ -2,15 +2,60 @@
 //! hidden states and the top-k values of the cumulative logits and gives the
 //! probability that the token is hard (should take pass d + 1).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use candle_core::{Module, Tensor};
 use candle_nn::{LayerNorm, Linear};
 
 use crate::config::DeciderConfig;
 use crate::error::{Error, Result};
-use crate::torch_pickle::TorchCheckpoint;
-use crate::weights::{WeightBuilder, WeightSource};
+use crate::torch_pickle::{TorchCheckpoint, TorchTensor};
+use crate::weights::{SafetensorsSource, WeightBuilder, WeightSource};
+
+/// Where a checkpoint directory keeps its decider weights.
+#[derive(Clone, Debug, PartialEq)]
+pub enum DeciderFile {
+    /// The reference's `iter_decider.bin` (a `torch.save` archive).
+    Torch(PathBuf),
+    /// `iter_decider.safetensors`: the same state-dict names (what
+    /// `tah-train` writes; a PyTorch pickle is impractical to write from Rust).
+    Safetensors(PathBuf),
+}
+
+impl DeciderFile {
+    /// `iter_decider.bin` when present, else `iter_decider.safetensors` when
+    /// present; with neither, the `.bin` (whose read error names the file the
+    /// reference ships).
+    pub fn find(dir: &Path) -> Self {
+        let torch = dir.join("iter_decider.bin");
+        let safetensors = dir.join("iter_decider.safetensors");
+        if torch.exists() || !safetensors.exists() {
+            DeciderFile::Torch(torch)
+        } else {
+            DeciderFile::Safetensors(safetensors)
+        }
+    }
+
+    /// Every tensor, as f32, in the file's order (safetensors: by name).
+    pub fn state_dict(&self) -> Result<Vec<(String, TorchTensor)>> {
+        match self {
+            DeciderFile::Torch(path) => Ok(TorchCheckpoint::read(path)?.state_dict),
+            DeciderFile::Safetensors(path) => {
+                let source = SafetensorsSource::open(path)?;
+                let mut names = source.names();
+                names.sort();
+                names
+                    .into_iter()
+                    .map(|name| {
+                        let shape = source.shape(&name).unwrap_or_default();
+                        let data = source.tensor(&name, &shape)?.flatten_all()?.to_vec1()?;
+                        Ok((name, TorchTensor { shape, data }))
+                    })
+                    .collect()
+            }
+        }
+    }
+}
 
 /// PyTorch's LayerNorm default, used by every LayerNorm of the decider.
 const LAYER_NORM_EPS: f64 = 1e-5;
@@ -128,6 +173,16 @@ impl Decider {
             output_norm: layer_norm(&backbone, "output_layer.0", last)?,
             output_layer: linear(&backbone, "output_layer.1", last, 1)?,
         })
+    }
+
+    /// Reads the decider of a checkpoint directory (see [`DeciderFile`]).
+    pub fn load(cfg: &DeciderConfig, file: &DeciderFile) -> Result<Self> {
+        match file {
+            DeciderFile::Torch(path) => Self::from_torch_file(cfg, path),
+            DeciderFile::Safetensors(path) => {
+                Decider::new(cfg, &WeightBuilder::root(&SafetensorsSource::open(path)?))
+            }
+        }
     }
 
     /// Reads `iter_decider.bin` (a `torch.save` archive).

@@ -113,6 +113,22 @@ pub fn solve(
     })
 }
 
+/// Solves every item under `policy`; `progress` sees the totals after each.
+pub fn evaluate(
+    model: &TahModel,
+    items: &[EvalItem],
+    policy: IterationPolicy,
+    max_new_tokens: usize,
+    mut progress: impl FnMut(&EvalSummary),
+) -> Result<EvalSummary> {
+    let mut summary = EvalSummary::default();
+    for item in items {
+        summary.add(&solve(model, item, policy, max_new_tokens)?);
+        progress(&summary);
+    }
+    Ok(summary)
+}
+
 /// Running totals over a data set.
 #[derive(Clone, Debug, Default)]
 pub struct EvalSummary {

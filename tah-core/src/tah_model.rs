@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::chat_template::ChatTemplate;
-use crate::config::{read_json, DeciderConfig, LoraConfig, Qwen3Config, TahConfig};
-use crate::decider::{bf16_threshold, Decider};
+use crate::config::{read_json, LoraConfig, Qwen3Config, TahConfig};
+use crate::decider::{bf16_threshold, Decider, DeciderFile};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
 use crate::iteration::{IterationMode, IterationPolicy};
@@ -224,7 +224,10 @@ fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {
     // 4. The decider: the reference's `iter_decider.bin`, or the same state
     //    dict as `iter_decider.safetensors` (what `tah-train` writes).
     let decider = match &tah {
-        Some(t) if t.max_iter > 1 => Some(load_decider(&t.iter_decider_kwargs, dir)?),
+        Some(t) if t.max_iter > 1 => Some(Decider::load(
+            &t.iter_decider_kwargs,
+            &DeciderFile::find(dir),
+        )?),
         _ => None,
     };
 
@@ -259,17 +262,6 @@ fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {
         },
         options,
     )
-}
-
-/// `iter_decider.bin` when present, else `iter_decider.safetensors`.
-fn load_decider(cfg: &DeciderConfig, dir: &Path) -> Result<Decider> {
-    let torch = dir.join("iter_decider.bin");
-    let safetensors = dir.join("iter_decider.safetensors");
-    if torch.exists() || !safetensors.exists() {
-        return Decider::from_torch_file(cfg, &torch);
-    }
-    let source = SafetensorsSource::open(&safetensors)?;
-    Decider::new(cfg, &WeightBuilder::root(&source))
 }
 
 /// A PEFT adapter with a key we would silently ignore is almost certainly not

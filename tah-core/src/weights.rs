@@ -124,6 +124,14 @@ impl SafetensorsSource {
     pub fn names(&self) -> Vec<String> {
         self.tensors.tensors().into_iter().map(|(n, _)| n).collect()
     }
+
+    /// The stored shape of tensor `name`.
+    pub fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors
+            .get(name)
+            .ok()
+            .map(|view| view.shape().to_vec())
+    }
 }
 
 impl WeightSource for SafetensorsSource {

@@ -6,13 +6,11 @@
 use std::path::Path;
 
 use serde_json::json;
-use tah_core::config::{DeciderConfig, LINEAR_MODULES};
+use tah_core::config::DeciderConfig;
 
 use crate::decider::TrainDecider;
 use crate::net::Net;
 use crate::vocab;
-
-pub const MAX_POSITIONS: usize = 512;
 
 fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
     std::fs::write(path, serde_json::to_string_pretty(value)? + "\n")?;
@@ -22,22 +20,20 @@ fn write_json(path: &Path, value: &serde_json::Value) -> anyhow::Result<()> {
 /// The plain Qwen3 model (no `tah_config.json`: the runtime runs it as such).
 pub fn write_base(net: &Net, dir: &Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
-    let c = &net.cfg;
-    write_json(
-        &dir.join("config.json"),
-        &json!({
-            "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
-            "attention_bias": false, "attention_dropout": 0.0, "hidden_act": "silu",
-            "vocab_size": c.vocab_size, "hidden_size": c.hidden_size,
-            "intermediate_size": c.intermediate_size, "num_hidden_layers": c.num_hidden_layers,
-            "num_attention_heads": c.num_attention_heads,
-            "num_key_value_heads": c.num_key_value_heads, "head_dim": c.head_dim,
-            "rope_theta": c.rope_theta, "rms_norm_eps": c.rms_norm_eps, "rope_scaling": null,
-            "max_position_embeddings": MAX_POSITIONS, "tie_word_embeddings": true,
-            "bos_token_id": null, "eos_token_id": vocab::IM_END, "pad_token_id": 0,
-            "torch_dtype": "float32", "use_cache": true, "use_sliding_window": false,
-        }),
-    )?;
+    // The runtime's fields, plus what Hugging Face tools expect to find.
+    let serde_json::Value::Object(qwen) = serde_json::to_value(&net.cfg.qwen)? else {
+        anyhow::bail!("Qwen3Config did not serialise to a JSON object");
+    };
+    let mut config = json!({
+        "architectures": ["Qwen3ForCausalLM"], "model_type": "qwen3",
+        "attention_bias": false, "attention_dropout": 0.0, "hidden_act": "silu",
+        "rope_scaling": null, "bos_token_id": null, "pad_token_id": 0,
+        "torch_dtype": "float32", "use_cache": true, "use_sliding_window": false,
+    });
+    if let Some(config) = config.as_object_mut() {
+        config.extend(qwen);
+    }
+    write_json(&dir.join("config.json"), &config)?;
     write_json(
         &dir.join("generation_config.json"),
         &json!({"eos_token_id": vocab::IM_END, "pad_token_id": 0, "do_sample": false}),
@@ -50,14 +46,13 @@ pub fn write_base(net: &Net, dir: &Path) -> anyhow::Result<()> {
 /// The TaH model: base files plus adapter, decider and `tah_config.json`.
 pub fn write_tah(net: &Net, decider: &TrainDecider, dir: &Path) -> anyhow::Result<()> {
     write_base(net, dir)?;
-    let c = &net.cfg;
     let lora_dir = dir.join("lora");
     std::fs::create_dir_all(&lora_dir)?;
     write_json(
         &lora_dir.join("adapter_config.json"),
         &json!({
-            "peft_type": "LORA", "r": c.lora_r, "lora_alpha": c.lora_alpha,
-            "lora_dropout": 0.0, "target_modules": LINEAR_MODULES, "bias": "none",
+            "peft_type": "LORA", "r": net.cfg.lora.r, "lora_alpha": net.cfg.lora.lora_alpha,
+            "lora_dropout": 0.0, "target_modules": net.cfg.lora.target_modules, "bias": "none",
             "use_rslora": false, "use_dora": false, "inference_mode": true,
             "base_model_name_or_path": "", "task_type": null,
         }),
@@ -88,7 +83,7 @@ fn tah_config(d: &DeciderConfig, net: &Net) -> serde_json::Value {
         "input_updater_kwargs": {"topk": c.soft_topk},
         "adapter": "lora",
         "adapter_kwargs": {
-            "r": c.lora_r, "lora_alpha": c.lora_alpha, "lora_dropout": 0.0,
+            "r": c.lora.r, "lora_alpha": c.lora.lora_alpha, "lora_dropout": 0.0,
             "target_modules": "all-linear", "bias": "none",
         },
     })

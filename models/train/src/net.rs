@@ -9,25 +9,20 @@
 
 use candle_core::{DType, Device, Tensor, D};
 use serde::{Deserialize, Serialize};
-use tah_core::config::LINEAR_MODULES;
+use tah_core::config::{LoraConfig, Qwen3Config, LINEAR_MODULES};
 use tah_core::logits::top_k;
 
 use crate::params::{Init, Params};
 use crate::rng::Rng;
 
+/// The runtime's own config types, so the checkpoint writes exactly what
+/// the loader reads.
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct NetConfig {
-    pub vocab_size: usize,
-    pub hidden_size: usize,
-    pub intermediate_size: usize,
-    pub num_hidden_layers: usize,
-    pub num_attention_heads: usize,
-    pub num_key_value_heads: usize,
-    pub head_dim: usize,
-    pub rope_theta: f64,
-    pub rms_norm_eps: f64,
-    pub lora_r: usize,
-    pub lora_alpha: f64,
+    /// `config.json`.
+    pub qwen: Qwen3Config,
+    /// `lora/adapter_config.json`.
+    pub lora: LoraConfig,
     /// Top-k of the soft embedding (`input_updater_kwargs.topk`).
     pub soft_topk: usize,
 }
@@ -67,18 +62,19 @@ fn module_prefix(layer: usize, module: &str) -> String {
 impl Net {
     pub fn new(cfg: NetConfig, seed: u64) -> anyhow::Result<Self> {
         let mut rng = Rng::new(seed);
-        let (h, i, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.head_dim);
-        let (nh, nkv) = (cfg.num_attention_heads, cfg.num_key_value_heads);
+        let q = &cfg.qwen;
+        let (h, i, hd) = (q.hidden_size, q.intermediate_size, q.head_dim);
+        let (nh, nkv) = (q.num_attention_heads, q.num_key_value_heads);
         let mut base = Params::default();
         let mut lora = Params::default();
         base.add(
             &mut rng,
             "model.embed_tokens.weight",
-            &[cfg.vocab_size, h],
+            &[q.vocab_size, h],
             Init::Normal(0.02),
         )?;
         base.add(&mut rng, "model.norm.weight", &[h], Init::Const(1.0))?;
-        for l in 0..cfg.num_hidden_layers {
+        for l in 0..q.num_hidden_layers {
             for m in LINEAR_MODULES {
                 let (out, inp) = match m {
                     "q_proj" => (nh * hd, h),
@@ -99,13 +95,13 @@ impl Net {
                 lora.add(
                     &mut rng,
                     &format!("{p}.lora_A.weight"),
-                    &[cfg.lora_r, inp],
+                    &[cfg.lora.r, inp],
                     Init::Normal(a_std),
                 )?;
                 lora.add(
                     &mut rng,
                     &format!("{p}.lora_B.weight"),
-                    &[out, cfg.lora_r],
+                    &[out, cfg.lora.r],
                     Init::Const(0.0),
                 )?;
             }
@@ -128,7 +124,7 @@ impl Net {
     fn rms_norm(&self, x: &Tensor, weight: &str) -> anyhow::Result<Tensor> {
         let w = self.base.get(weight)?;
         let var = x.sqr()?.mean_keepdim(D::Minus1)?;
-        let x = x.broadcast_div(&(var + self.cfg.rms_norm_eps)?.sqrt()?)?;
+        let x = x.broadcast_div(&(var + self.cfg.qwen.rms_norm_eps)?.sqrt()?)?;
         Ok(x.broadcast_mul(&w)?)
     }
 
@@ -146,20 +142,19 @@ impl Net {
         }
         let a = self.lora.get(&format!("{p}.lora_A.weight"))?;
         let b = self.lora.get(&format!("{p}.lora_B.weight"))?;
-        let scaling = self.cfg.lora_alpha / self.cfg.lora_r as f64;
         let delta = x.broadcast_matmul(&a.t()?)?.broadcast_matmul(&b.t()?)?;
-        Ok((y + (delta * scaling)?)?)
+        Ok((y + (delta * self.cfg.lora.scaling())?)?)
     }
 
     /// `cos`, `sin` of shape `[seq, head_dim]` (rotate-half layout), in f32
     /// exactly as the runtime computes them.
     fn rope_tables(&self, seq: usize) -> anyhow::Result<(Tensor, Tensor)> {
-        let hd = self.cfg.head_dim;
+        let hd = self.cfg.qwen.head_dim;
         let half = hd / 2;
         let (mut cos, mut sin) = (vec![0f32; seq * hd], vec![0f32; seq * hd]);
         for p in 0..seq {
             for j in 0..half {
-                let f = 1.0 / (self.cfg.rope_theta as f32).powf((2 * j) as f32 / hd as f32);
+                let f = 1.0 / (self.cfg.qwen.rope_theta as f32).powf((2 * j) as f32 / hd as f32);
                 let (s, c) = (p as f32 * f).sin_cos();
                 for k in [j, j + half] {
                     cos[p * hd + k] = c;
@@ -183,7 +178,7 @@ impl Net {
     }
 
     fn repeat_kv(&self, x: Tensor) -> anyhow::Result<Tensor> {
-        let rep = self.cfg.num_attention_heads / self.cfg.num_key_value_heads;
+        let rep = self.cfg.qwen.num_attention_heads / self.cfg.qwen.num_key_value_heads;
         if rep == 1 {
             return Ok(x);
         }
@@ -205,7 +200,7 @@ impl Net {
         capture: &[usize],
     ) -> anyhow::Result<(Tensor, Vec<(Tensor, Tensor)>, Vec<Tensor>)> {
         let (b, t, _) = x.dims3()?;
-        let cfg = &self.cfg;
+        let cfg = &self.cfg.qwen;
         let (nh, nkv, hd) = (
             cfg.num_attention_heads,
             cfg.num_key_value_heads,

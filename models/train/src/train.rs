@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use candle_core::{Device, Tensor};
+use candle_core::{Device, Tensor, Var, D};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use crate::data_batch::{Batch, Example};
@@ -45,20 +45,16 @@ fn sample_batch(rng: &mut Rng, examples: &[Example], n: usize) -> Vec<Example> {
     (0..n).map(|_| rng.pick(examples).clone()).collect()
 }
 
-/// Trains `net` (backbone, plus LoRA unless `Never`) with next-token loss on
-/// the answer tokens. Returns the mean loss of the last 10% of steps.
-pub fn train_lm(
-    net: &Net,
-    examples: &[Example],
-    policy: Policy,
+/// The loop both trainers share: AdamW (weight decay 0.01) over `vars` with
+/// `sched`'s learning rates; `step_loss` draws a batch from the run's RNG and
+/// returns its loss. Returns the mean loss of the last 10% of steps.
+fn optimise(
+    vars: Vec<Var>,
     sched: &Schedule,
     seed: u64,
     label: &str,
+    mut step_loss: impl FnMut(&mut Rng) -> anyhow::Result<Tensor>,
 ) -> anyhow::Result<f32> {
-    let mut vars = net.base.vars();
-    if policy != Policy::Never {
-        vars.extend(net.lora.vars());
-    }
     let mut opt = AdamW::new(
         vars,
         ParamsAdamW {
@@ -72,15 +68,7 @@ pub fn train_lm(
     let (mut tail_sum, mut tail_n) = (0.0, 0);
     for step in 0..sched.steps {
         opt.set_learning_rate(sched.lr_at(step));
-        let batch = Batch::new(&sample_batch(&mut rng, examples, sched.batch))?;
-        let all = vec![true; batch.b * batch.t];
-        let depth2 = match policy {
-            Policy::Never => Depth2::None,
-            Policy::Oracle => Depth2::Hard(&batch.hard),
-            Policy::Always => Depth2::Hard(&all),
-        };
-        let out = net.forward(&batch.inputs, depth2, &[])?;
-        let loss = masked_ce(&out.logits, &batch.targets, &batch.mask)?;
+        let loss = step_loss(&mut rng)?;
         opt.backward_step(&loss)?;
         let loss = loss.to_scalar::<f32>()?;
         if step >= sched.steps - sched.steps.div_ceil(10) {
@@ -98,25 +86,57 @@ pub fn train_lm(
     Ok(tail_sum / tail_n.max(1) as f32)
 }
 
+/// Trains `net` (backbone, plus LoRA unless `Never`) with next-token loss on
+/// the answer tokens. Returns the mean loss of the last 10% of steps.
+pub fn train_lm(
+    net: &Net,
+    examples: &[Example],
+    policy: Policy,
+    sched: &Schedule,
+    seed: u64,
+    label: &str,
+) -> anyhow::Result<f32> {
+    let mut vars = net.base.vars();
+    if policy != Policy::Never {
+        vars.extend(net.lora.vars());
+    }
+    optimise(vars, sched, seed, label, |rng| {
+        let batch = Batch::new(&sample_batch(rng, examples, sched.batch))?;
+        let all = vec![true; batch.b * batch.t];
+        let depth2 = match policy {
+            Policy::Never => Depth2::None,
+            Policy::Oracle => Depth2::Hard(&batch.hard),
+            Policy::Always => Depth2::Hard(&all),
+        };
+        let out = net.forward(&batch.inputs, depth2, &[])?;
+        masked_ce(&out.logits, &batch.targets, &batch.mask)
+    })
+}
+
 /// Oracle labels from a frozen reference: position p is hard iff it is in the
-/// answer and the reference's greedy prediction differs from `ids[p + 1]`.
-/// Returns the hard fraction over answer positions.
+/// answer and the reference either predicts something other than `ids[p + 1]`
+/// (the paper's oracle) or gives `ids[p + 1]` less than `min_prob`
+/// probability (it is right, but unsure). Returns the hard fraction over
+/// answer positions.
 pub fn label_oracle(
     reference: &Net,
     examples: &mut [Example],
     batch: usize,
+    min_prob: f32,
 ) -> anyhow::Result<f64> {
     let (mut hard, mut total) = (0usize, 0usize);
     for chunk in examples.chunks_mut(batch) {
         let b = Batch::new(chunk)?;
         let out = reference.forward(&b.inputs, Depth2::None, &[])?;
-        let pred = out
-            .logits1
-            .argmax(candle_core::D::Minus1)?
-            .to_vec2::<u32>()?;
+        let pred = out.logits1.argmax(D::Minus1)?.to_vec2::<u32>()?;
+        let p_true = candle_nn::ops::softmax(&out.logits1, D::Minus1)?
+            .gather(&b.targets.unsqueeze(D::Minus1)?, D::Minus1)?
+            .squeeze(D::Minus1)?
+            .to_vec2::<f32>()?;
         for (bi, ex) in chunk.iter_mut().enumerate() {
-            for (p, &predicted) in pred[bi].iter().enumerate().take(ex.ids.len() - 1) {
-                ex.hard[p] = ex.in_answer(p) && predicted != ex.ids[p + 1];
+            for p in 0..ex.ids.len() - 1 {
+                let wrong = pred[bi][p] != ex.ids[p + 1];
+                ex.hard[p] = ex.in_answer(p) && (wrong || p_true[bi][p] < min_prob);
                 if ex.in_answer(p) {
                     total += 1;
                     hard += usize::from(ex.hard[p]);
@@ -133,27 +153,19 @@ fn labels_tensor(labels: &[bool]) -> anyhow::Result<Tensor> {
 }
 
 /// Stage 2: BCE with `pos_weight` = negatives / positives on frozen features.
+/// Returns the mean loss of the last 10% of steps.
 pub fn train_decider(
     decider: &TrainDecider,
     train: &Features,
     sched: &Schedule,
     seed: u64,
-) -> anyhow::Result<f64> {
+) -> anyhow::Result<f32> {
     let pos = train.labels.iter().filter(|&&l| l).count().max(1);
     let pos_weight = (train.labels.len() - pos) as f64 / pos as f64;
+    eprintln!("[decider] pos_weight {pos_weight:.1}");
     let labels = labels_tensor(&train.labels)?;
-    let mut opt = AdamW::new(
-        decider.params.vars(),
-        ParamsAdamW {
-            lr: sched.lr,
-            weight_decay: 0.01,
-            ..Default::default()
-        },
-    )?;
-    let mut rng = Rng::new(seed);
     let n = train.labels.len();
-    for step in 0..sched.steps {
-        opt.set_learning_rate(sched.lr_at(step));
+    optimise(decider.params.vars(), sched, seed, "decider", |rng| {
         let idx: Vec<u32> = (0..sched.batch)
             .map(|_| rng.range(0, n as u64 - 1) as u32)
             .collect();
@@ -162,17 +174,8 @@ pub fn train_decider(
             &train.hidden.index_select(&idx, 0)?,
             &train.top.index_select(&idx, 0)?,
         )?;
-        let loss = bce(&logits, &labels.index_select(&idx, 0)?, pos_weight)?;
-        opt.backward_step(&loss)?;
-        if step % 100 == 0 || step + 1 == sched.steps {
-            eprintln!(
-                "[decider] step {step}/{} bce {:.4}",
-                sched.steps,
-                loss.to_scalar::<f32>()?
-            );
-        }
-    }
-    Ok(pos_weight)
+        bce(&logits, &labels.index_select(&idx, 0)?, pos_weight)
+    })
 }
 
 /// Token-level quality of the decider on held-out features at `threshold`.
@@ -184,31 +187,25 @@ pub struct DeciderScore {
     pub oracle_hard: f64,
 }
 
-/// Picks the threshold (bf16-exact, as the runtime rounds it) with the best F1.
-pub fn pick_threshold(decider: &TrainDecider, val: &Features) -> anyhow::Result<DeciderScore> {
+pub fn decider_score(
+    decider: &TrainDecider,
+    val: &Features,
+    threshold: f32,
+) -> anyhow::Result<DeciderScore> {
     let logits = decider.forward(&val.hidden, &val.top)?.to_vec1::<f32>()?;
-    let probs: Vec<f32> = logits.iter().map(|x| 1.0 / (1.0 + (-x).exp())).collect();
-    let n = probs.len() as f64;
+    let n = logits.len() as f64;
     let oracle = val.labels.iter().filter(|&&l| l).count();
-    let mut best: Option<DeciderScore> = None;
-    for i in 1..40 {
-        let threshold = tah_core::decider::bf16_threshold(i as f32 / 40.0);
-        let (mut tp, mut predicted) = (0usize, 0usize);
-        for (&p, &l) in probs.iter().zip(&val.labels) {
-            if p > threshold {
-                predicted += 1;
-                tp += usize::from(l);
-            }
-        }
-        let f1 = 2.0 * tp as f64 / (predicted + oracle).max(1) as f64;
-        if best.is_none_or(|b| f1 > b.f1) {
-            best = Some(DeciderScore {
-                threshold,
-                f1,
-                predicted_hard: predicted as f64 / n,
-                oracle_hard: oracle as f64 / n,
-            });
+    let (mut tp, mut predicted) = (0usize, 0usize);
+    for (&z, &l) in logits.iter().zip(&val.labels) {
+        if 1.0 / (1.0 + (-z).exp()) > threshold {
+            predicted += 1;
+            tp += usize::from(l);
         }
     }
-    best.ok_or_else(|| anyhow::anyhow!("no threshold"))
+    Ok(DeciderScore {
+        threshold,
+        f1: 2.0 * tp as f64 / (predicted + oracle).max(1) as f64,
+        predicted_hard: predicted as f64 / n,
+        oracle_hard: oracle as f64 / n,
+    })
 }

@@ -1,9 +1,11 @@
 //! The training forward and the runtime compute the same TaH: a checkpoint
-//! written by `tah-train` is loaded by `tah_core` and its per-position logits
-//! (never / always / decider modes) and decider probabilities match the
-//! autograd forward's.
+//! written by `tah-train` is loaded by `tah_core` (as written, and converted
+//! to an f32 GGUF file the way the shipped model is) and its per-position
+//! logits (never / always / decider modes) and decider probabilities match
+//! the autograd forward's.
 
 use candle_core::{Device, Tensor, D};
+use tah_core::gguf::{convert, ConvertOptions, Quant};
 use tah_core::trace::{trace, TraceInput, TraceRequest};
 use tah_core::{IterationMode, IterationPolicy, LoadOptions, TahModel};
 use tah_train::checkpoint::write_tah;
@@ -104,47 +106,57 @@ fn runtime_matches_training_forward() {
 
     let dir = std::env::temp_dir().join(format!("tah-train-agreement-{}", std::process::id()));
     write_tah(&net, &decider, &dir).unwrap();
-    let model = TahModel::load(&dir, &LoadOptions::default()).unwrap();
+    // The GGUF file carries the decider read from `iter_decider.safetensors`.
+    let gguf = dir.join("model.gguf");
+    let options = ConvertOptions {
+        quant: Quant::F32,
+        tokenizer: None,
+        force: false,
+    };
+    convert(&dir, &gguf, &options, &mut |_, _, _| {}).unwrap();
 
     let mut worst = 0f32;
     let mut mixed = 0;
-    for ex in &examples {
-        let ids = Tensor::new(ex.ids.as_slice(), &Device::Cpu)
-            .unwrap()
-            .unsqueeze(0)
-            .unwrap();
-        let n = ex.ids.len();
-        // never: depth 1 only.
-        let t = runtime(&model, &ex.ids, IterationMode::Never);
-        worst = worst.max(max_diff(
-            &t,
-            &net.forward(&ids, Depth2::None, &[]).unwrap().logits,
-        ));
-        // always: every position takes depth 2.
-        let t = runtime(&model, &ex.ids, IterationMode::Always);
-        let all = vec![true; n];
-        worst = worst.max(max_diff(
-            &t,
-            &net.forward(&ids, Depth2::Hard(&all), &[]).unwrap().logits,
-        ));
-        // decider: the runtime's own choice of hard tokens, and its probabilities.
-        let t = runtime(&model, &ex.ids, IterationMode::Decider);
-        let hard: Vec<bool> = t.prefill.iter_count.iter().map(|&c| c == 2).collect();
-        mixed += usize::from(hard.iter().any(|&h| h) && hard.iter().any(|&h| !h));
-        worst = worst.max(max_diff(
-            &t,
-            &net.forward(&ids, Depth2::Hard(&hard), &[]).unwrap().logits,
-        ));
-        for (p, q) in probs(&net, &decider, &ids)
-            .iter()
-            .zip(&t.prefill.decider_prob)
-        {
-            worst = worst.max((p - q[0]).abs());
+    for path in [&dir, &gguf] {
+        let model = TahModel::load(path, &LoadOptions::default()).unwrap();
+        for ex in &examples {
+            let ids = Tensor::new(ex.ids.as_slice(), &Device::Cpu)
+                .unwrap()
+                .unsqueeze(0)
+                .unwrap();
+            let n = ex.ids.len();
+            // never: depth 1 only.
+            let t = runtime(&model, &ex.ids, IterationMode::Never);
+            worst = worst.max(max_diff(
+                &t,
+                &net.forward(&ids, Depth2::None, &[]).unwrap().logits,
+            ));
+            // always: every position takes depth 2.
+            let t = runtime(&model, &ex.ids, IterationMode::Always);
+            let all = vec![true; n];
+            worst = worst.max(max_diff(
+                &t,
+                &net.forward(&ids, Depth2::Hard(&all), &[]).unwrap().logits,
+            ));
+            // decider: the runtime's own choice of hard tokens, and its probabilities.
+            let t = runtime(&model, &ex.ids, IterationMode::Decider);
+            let hard: Vec<bool> = t.prefill.iter_count.iter().map(|&c| c == 2).collect();
+            mixed += usize::from(hard.iter().any(|&h| h) && hard.iter().any(|&h| !h));
+            worst = worst.max(max_diff(
+                &t,
+                &net.forward(&ids, Depth2::Hard(&hard), &[]).unwrap().logits,
+            ));
+            for (p, q) in probs(&net, &decider, &ids)
+                .iter()
+                .zip(&t.prefill.decider_prob)
+            {
+                worst = worst.max((p - q[0]).abs());
+            }
         }
     }
     let _ = std::fs::remove_dir_all(&dir);
     println!("max |runtime - training| = {worst:e}");
-    assert!(mixed >= 2, "decider mode should mix easy and hard tokens");
+    assert!(mixed >= 4, "decider mode should mix easy and hard tokens");
     assert!(
         worst < 1e-4,
         "runtime and training forward disagree by {worst}"

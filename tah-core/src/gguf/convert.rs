@@ -17,9 +17,10 @@ use super::writer::{write_gguf, TensorEntry};
 use super::{Value, DEFAULT_ALIGNMENT, TAH_FORMAT_VERSION};
 use crate::chat_template::ChatTemplate;
 use crate::config::{read_json, LoraConfig, Qwen3Config, TahConfig};
+use crate::decider::DeciderFile;
 use crate::error::{Error, Result};
 use crate::tokenizer::TahTokenizer;
-use crate::torch_pickle::TorchCheckpoint;
+use crate::torch_pickle::TorchTensor;
 use crate::weights::{SafetensorsSource, WeightSource};
 
 /// The type requested for the large base matrices.
@@ -206,7 +207,8 @@ struct TahParts {
     lora: LoraConfig,
     targets: Vec<&'static str>,
     lora_source: SafetensorsSource,
-    decider: TorchCheckpoint,
+    /// The decider's state dict (`iter_decider.bin` or `.safetensors`).
+    decider: Vec<(String, TorchTensor)>,
 }
 
 fn read_tah_parts(dir: &Path, cfg: &Qwen3Config) -> Result<Option<TahParts>> {
@@ -222,7 +224,7 @@ fn read_tah_parts(dir: &Path, cfg: &Qwen3Config) -> Result<Option<TahParts>> {
     let targets = lora.targets(&lora_path)?;
     Ok(Some(TahParts {
         lora_source: SafetensorsSource::open(&dir.join("lora/adapter_model.safetensors"))?,
-        decider: TorchCheckpoint::read(&dir.join("iter_decider.bin"))?,
+        decider: DeciderFile::find(dir).state_dict()?,
         tah,
         lora,
         targets,
@@ -394,12 +396,7 @@ pub fn convert(
             }
         }
         // The stored `threshold` tensor is ignored by the reference (§5).
-        for (name, tensor) in t
-            .decider
-            .state_dict
-            .iter()
-            .filter(|(n, _)| n != "threshold")
-        {
+        for (name, tensor) in t.decider.iter().filter(|(n, _)| n != "threshold") {
             plan.push(Planned {
                 entry: TensorEntry {
                     name: format!("{DECIDER_PREFIX}.{name}"),
@@ -486,9 +483,10 @@ fn tah_source(tah: &Option<TahParts>) -> Result<&TahParts> {
 }
 
 fn decider_tensor(t: &TahParts, name: &str) -> Result<Tensor> {
-    let tensor = t
+    let (_, tensor) = t
         .decider
-        .get(name)
+        .iter()
+        .find(|(n, _)| n == name)
         .ok_or_else(|| Error::InvalidArgument(format!("decider tensor `{name}` vanished")))?;
     Ok(Tensor::from_slice(
         &tensor.data,
