@@ -344,12 +344,11 @@ impl Net {
     }
 }
 
-/// Mean next-token cross-entropy over positions with `mask` 1 (`[b, t]` f32).
-pub fn masked_ce(logits: &Tensor, targets: &Tensor, mask: &Tensor) -> anyhow::Result<Tensor> {
+/// Next-token cross-entropy at every position, `[b, t]`.
+pub fn token_ce(logits: &Tensor, targets: &Tensor) -> anyhow::Result<Tensor> {
     let max = logits.max_keepdim(D::Minus1)?.detach();
     let shifted = logits.broadcast_sub(&max)?;
     let lse = shifted.exp()?.sum_keepdim(D::Minus1)?.log()?;
     let picked = shifted.gather(&targets.unsqueeze(D::Minus1)?, D::Minus1)?;
-    let nll = (lse - picked)?.squeeze(D::Minus1)?;
-    Ok(((nll * mask)?.sum_all()? / mask.sum_all()?.to_scalar::<f32>()?.max(1.0) as f64)?)
+    Ok((lse - picked)?.squeeze(D::Minus1)?)
 }

@@ -8,7 +8,7 @@ use candle_nn::{AdamW, Optimizer, ParamsAdamW};
 
 use crate::data_batch::{Batch, Example};
 use crate::decider::{bce, Features, TrainDecider};
-use crate::net::{masked_ce, Depth2, Net};
+use crate::net::{token_ce, Depth2, Net};
 use crate::rng::Rng;
 
 /// Which tokens take the depth-2 pass while training.
@@ -16,7 +16,8 @@ use crate::rng::Rng;
 pub enum Policy {
     /// Plain Qwen3: depth 1 only, LoRA untouched.
     Never,
-    /// The oracle's hard tokens (stored in each [`Example`]).
+    /// The oracle's hard tokens (stored in each [`Example`]) take depth 2;
+    /// their depth-1 logits are trained too.
     Oracle,
     /// Every token (AlwaysThink).
     Always,
@@ -109,7 +110,19 @@ pub fn train_lm(
             Policy::Always => Depth2::Hard(&all),
         };
         let out = net.forward(&batch.inputs, depth2, &[])?;
-        masked_ce(&out.logits, &batch.targets, &batch.mask)
+        let mut loss = (token_ce(&out.logits, &batch.targets)? * &batch.mask)?;
+        if policy == Policy::Oracle {
+            // The depth-1 logits of hard tokens are trained to stand alone
+            // too, so the network without its second pass stays as good as
+            // the plain model: that is what runs where the decider misses a
+            // hard token, and in `never` mode.
+            let hard: Vec<f32> = batch.hard.iter().map(|&h| f32::from(u8::from(h))).collect();
+            let hard = Tensor::from_vec(hard, (batch.b, batch.t), &Device::Cpu)?;
+            loss = (loss + (token_ce(&out.logits1, &batch.targets)? * hard)?)?;
+        }
+        // Mean over the answer tokens.
+        let answer_tokens = batch.mask.sum_all()?.to_scalar::<f32>()?.max(1.0);
+        Ok((loss.sum_all()? / answer_tokens as f64)?)
     })
 }
 
