@@ -8,6 +8,7 @@
 pub mod chat_template;
 pub mod config;
 pub mod decider;
+pub mod device;
 pub mod embedding;
 pub mod error;
 pub mod eval;

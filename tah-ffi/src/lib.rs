@@ -17,8 +17,9 @@ mod session;
 pub use error::TahError;
 pub use model::{ModelOptions, TahModel};
 pub use records::{
-    default_generation_config, greedy_generation_config, ChatMessage, GenerationConfig,
-    GenerationResult, IterationMode, Prompt, Role, Stats, StopReason, TokenEvent,
+    compute_backends, default_generation_config, greedy_generation_config, ChatMessage,
+    ComputeBackends, GenerationConfig, GenerationResult, IterationMode, Prompt, Role, Stats,
+    StopReason, TokenEvent,
 };
 pub use session::{GenerationHandle, TahSession, TokenListener};
 

@@ -716,6 +716,8 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_tah_ffi_checksum_func_compute_backends(
+    ): Int
     external fun uniffi_tah_ffi_checksum_func_default_generation_config(
     ): Int
     external fun uniffi_tah_ffi_checksum_func_greedy_generation_config(
@@ -811,6 +813,8 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tah_ffi_fn_method_tokenlistener_on_error(`ptr`: Long,`error`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_tah_ffi_fn_func_compute_backends(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tah_ffi_fn_func_default_generation_config(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tah_ffi_fn_func_greedy_generation_config(uniffi_out_err: UniffiRustCallStatus, 
@@ -934,6 +938,9 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
+    if ((lib.uniffi_tah_ffi_checksum_func_compute_backends() and 0xFFFF) != 14875) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tah_ffi_checksum_func_default_generation_config() and 0xFFFF) != 24769) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -2829,6 +2836,64 @@ public object FfiConverterTypeChatMessage: FfiConverterRustBuffer<ChatMessage> {
 
 
 /**
+ * The compute backends of this build of the library.
+ */
+data class ComputeBackends (
+    /**
+     * Where the model's tensors live: `"cpu"` (the only device the model
+     * runs on today).
+     */
+    var `modelDevice`: kotlin.String
+    , 
+    /**
+     * The library was built with the `metal` feature (candle's Metal
+     * backend compiled in; Apple builds only).
+     */
+    var `metalCompiled`: kotlin.Boolean
+    , 
+    /**
+     * A Metal device could be opened (only tried when compiled in). Nothing
+     * runs on it yet.
+     */
+    var `metalDeviceAvailable`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeComputeBackends: FfiConverterRustBuffer<ComputeBackends> {
+    override fun read(buf: ByteBuffer): ComputeBackends {
+        return ComputeBackends(
+            FfiConverterString.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ComputeBackends) = (
+            FfiConverterString.allocationSize(value.`modelDevice`) +
+            FfiConverterBoolean.allocationSize(value.`metalCompiled`) +
+            FfiConverterBoolean.allocationSize(value.`metalDeviceAvailable`)
+    )
+
+    override fun write(value: ComputeBackends, buf: ByteBuffer) {
+            FfiConverterString.write(value.`modelDevice`, buf)
+            FfiConverterBoolean.write(value.`metalCompiled`, buf)
+            FfiConverterBoolean.write(value.`metalDeviceAvailable`, buf)
+    }
+}
+
+
+
+/**
  * Settings of one generation. Start from `defaultGenerationConfig()` (Qwen3
  * thinking-mode sampling) or `greedyGenerationConfig()` and change fields.
  */
@@ -3904,6 +3969,19 @@ public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<C
 
 
 
+
+        /**
+         * Which compute backends this build has and which one the model uses.
+         */ fun `computeBackends`(): ComputeBackends {
+            return FfiConverterTypeComputeBackends.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_func_compute_backends(
+    
+        _status)
+}
+    )
+    }
+    
 
         /**
          * The default generation settings (Qwen3's thinking-mode sampling).
