@@ -48,9 +48,11 @@ dependencies {
 
 // A missing libtah_ffi.so would only show at run time (UnsatisfiedLinkError).
 val checkRustLibraries by tasks.registering {
+    // Locals only in the action, for the configuration cache.
     val jniLibs = layout.projectDirectory.dir("src/main/jniLibs")
+    val required = abis.toList()
     doLast {
-        val missing = abis.filterNot { jniLibs.file("$it/libtah_ffi.so").asFile.isFile }
+        val missing = required.filterNot { jniLibs.file("$it/libtah_ffi.so").asFile.isFile }
         check(missing.isEmpty()) { "libtah_ffi.so missing for $missing: run android/build-rust.sh first" }
     }
 }

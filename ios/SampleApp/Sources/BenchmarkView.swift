@@ -1,6 +1,8 @@
+import Foundation
 import SwiftUI
 import TahAppCore
 import TahSDK
+import UniformTypeIdentifiers
 
 struct BenchmarkView: View {
     let app: AppController
@@ -34,8 +36,8 @@ struct BenchmarkView: View {
             }
             if bench.running { ProgressView(value: bench.progress) }
             if let message = bench.message { Text(message).font(.caption) }
-            List(Array(bench.rows.enumerated()), id: \.offset) { _, row in
-                Text(summary(row)).font(.caption.monospacedDigit())
+            List(Array(bench.rows.enumerated()), id: \.offset) { item in
+                Text(summary(item.element)).font(.caption.monospacedDigit())
             }
         }
         .padding(8)

@@ -20,9 +20,9 @@ struct LatencyPanel: View {
         let cached = r.reusedPrefixTokens > 0 ? " (+\(r.reusedPrefixTokens) cached)" : ""
         return [
             "load \(ms(r.loadMs)) · TTFT \(ms(r.timeToFirstTokenMs)) (app \(r.firstTokenWallMs.map(ms) ?? "–"))",
-            String(format: "prefill %d tok @ %.1f tok/s", r.prefillTokens, r.prefillTokensPerSecond) + cached
-                + String(format: " · decode %d tok @ %.1f tok/s", r.decodeTokens, r.decodeTokensPerSecond),
-            String(format: "%.2f passes/token · %.1f%% hard · %d hard answer tokens",
+            String(format: "prefill %ld tok @ %.1f tok/s", r.prefillTokens, r.prefillTokensPerSecond) + cached
+                + String(format: " · decode %ld tok @ %.1f tok/s", r.decodeTokens, r.decodeTokensPerSecond),
+            String(format: "%.2f passes/token · %.1f%% hard · %ld hard answer tokens",
                 r.passesPerToken, r.hardTokenPercent, r.generatedHardTokens),
             "memory \(r.memory.map { mib($0.residentBytes) } ?? "–") · KV \(mib(r.peakKvBytes))",
         ]
