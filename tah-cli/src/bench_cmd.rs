@@ -144,6 +144,10 @@ fn child_args(args: &BenchArgs, mode: IterationMode) -> Vec<String> {
     if let Some(t) = &args.model.tokenizer {
         out.extend(["--tokenizer".into(), t.display().to_string()]);
     }
+    out.extend([
+        "--kv".into(),
+        format!("{:?}", args.model.kv_precision).to_lowercase(),
+    ]);
     if let Some(t) = args.threads {
         out.extend(["--threads".into(), t.to_string()]);
     }
@@ -248,6 +252,7 @@ fn last_logits_only(policy: IterationPolicy) -> ChunkOptions<'static> {
         keep: KeepLogits::Last,
         max_hard: None,
         cancel: None,
+        probe_decider: false,
     }
 }
 

@@ -62,6 +62,9 @@ pub struct ModelArgs {
     /// Context length in tokens (default: the model's maximum).
     #[arg(long)]
     pub context_length: Option<usize>,
+    /// KV cache precision: f32, f16 or q8 (8-bit, about a quarter of f32).
+    #[arg(long = "kv", default_value = "f32")]
+    pub kv_precision: tah_core::KvPrecision,
 }
 
 impl ModelArgs {
@@ -76,6 +79,7 @@ impl ModelArgs {
         let options = tah_core::LoadOptions {
             tokenizer: self.tokenizer.clone(),
             context_length: self.context_length,
+            kv_precision: self.kv_precision,
         };
         let model = tah_core::TahModel::load(&self.path(), &options)?;
         if let Some(notice) = model.notice() {

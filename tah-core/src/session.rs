@@ -231,6 +231,7 @@ impl TahSession {
             keep: KeepLogits::Last,
             max_hard: None,
             cancel: Some(cancel.flag()),
+            probe_decider: false,
         };
         let budget = config.hard_token_budget;
 

@@ -6,7 +6,7 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::check::{as_u32s, check_case, mode_of, MaxDiff};
+use common::check::{check_case, Agreement, MaxDiff};
 use common::{fixture_dir, fixture_names, tokenizer_path};
 use serde_json::Value as Json;
 use tah_core::gguf::writer::{write_gguf, TensorEntry};
@@ -81,12 +81,6 @@ fn f32_and_f16_gguf_match_the_reference() {
 
 /// Per-position agreement of a quantized file with the f32 file, teacher
 /// forced on the f32 run's tokens so every position sees the same input.
-#[derive(Default)]
-struct Agreement {
-    top1: (usize, usize),
-    decisions: (usize, usize),
-}
-
 fn agreement(quant: Quant) -> Agreement {
     let mut total = Agreement::default();
     for fixture in fixture_names() {
@@ -95,44 +89,9 @@ fn agreement(quant: Quant) -> Agreement {
         println!("{fixture} {quant:?}: {summary:?}");
         let (reference, quantized) = (load(&f32_file.0), load(&q_file.0));
         assert!(quantized.embedding().is_mapped());
-        for case in expected(&fixture)["cases"].as_array().unwrap() {
-            let mut ids = as_u32s(&case["input_ids"]);
-            ids.extend(as_u32s(&case["decode"]["tokens"]));
-            let request = TraceRequest {
-                input: TraceInput::Ids(ids),
-                new_tokens: 0,
-                split: None,
-                policy: IterationPolicy {
-                    mode: mode_of(case),
-                    ..Default::default()
-                },
-            };
-            let (a, b) = (
-                trace(&reference, &request).unwrap(),
-                trace(&quantized, &request).unwrap(),
-            );
-            for (x, y) in a.prefill.top.iter().zip(&b.prefill.top) {
-                total.top1.0 += usize::from(x[0].0 == y[0].0);
-                total.top1.1 += 1;
-            }
-            if case["mode"].as_str() == Some("tah") {
-                for (x, y) in a.prefill.iter_count.iter().zip(&b.prefill.iter_count) {
-                    total.decisions.0 += usize::from(x == y);
-                    total.decisions.1 += 1;
-                }
-            }
-        }
+        total.add(&reference, &quantized, &expected(&fixture));
     }
-    let pct = |(a, n): (usize, usize)| 100.0 * a as f64 / n as f64;
-    println!(
-        "{quant:?} vs f32: top-1 agrees at {}/{} positions ({:.2}%), decider decisions at {}/{} ({:.2}%)",
-        total.top1.0,
-        total.top1.1,
-        pct(total.top1),
-        total.decisions.0,
-        total.decisions.1,
-        pct(total.decisions)
-    );
+    total.report(&format!("{quant:?} vs f32"));
     total
 }
 

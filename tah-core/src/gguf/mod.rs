@@ -17,6 +17,7 @@
 //! - decider: `tah.decider.<PyTorch state-dict name>`.
 
 pub mod convert;
+pub mod dequant;
 pub mod load;
 pub mod mapped;
 pub mod names;
