@@ -2,6 +2,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod check;
+pub mod gguf;
+pub mod malformed;
+pub mod tiny_gguf;
 
 use std::path::PathBuf;
 
