@@ -46,3 +46,9 @@ pub fn fixture_model(name: &str) -> TahModel {
     TahModel::load(&fixture_dir().join(name), &options)
         .unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
+
+/// Full-size load and soak runs (`TAH_SOAK=1`, `scripts/soak.sh`) instead of
+/// the CI sizes.
+pub fn soak() -> bool {
+    std::env::var_os("TAH_SOAK").is_some_and(|v| v != "0")
+}
