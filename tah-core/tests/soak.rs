@@ -1,7 +1,7 @@
 //! One long conversation on one session: many thousand tokens through a
 //! context that fills up again and again, with resident memory checked to
 //! stay flat. Alone in its test binary so that no other test moves the
-//! process's RSS. CI runs 1,500 tokens through a 256-token context;
+//! process's RSS. CI runs 1,000 tokens through a 128-token context;
 //! `TAH_SOAK=1` (`scripts/soak.sh`) runs 10,000 through 1,024.
 //!
 //! Context handling, as the session API defines it: a generation that fills
@@ -28,7 +28,7 @@ fn rss_kib() -> u64 {
 
 #[test]
 fn ten_thousand_tokens_through_a_full_context_keep_memory_flat() {
-    let (target_tokens, context) = if soak() { (10_000, 1024) } else { (1_500, 256) };
+    let (target_tokens, context) = if soak() { (10_000, 1024) } else { (1_000, 128) };
     let options = LoadOptions {
         tokenizer: Some(tokenizer_path()),
         context_length: Some(context),
