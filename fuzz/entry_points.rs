@@ -156,7 +156,7 @@ pub fn chat_tokenizer(data: &[u8]) {
     let (tokenizer, template) = qwen3_assets();
     let text = String::from_utf8_lossy(data);
     let messages = [ChatMessage::system("Be brief."), ChatMessage::user(text)];
-    if let Ok(prompt) = template.render(&messages, true, data.len() % 2 == 0) {
+    if let Ok(prompt) = template.render(&messages, true, data.len().is_multiple_of(2)) {
         if let Ok(ids) = tokenizer.encode(&prompt) {
             check_stream(tokenizer, &ids);
         }
