@@ -4,35 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::check::{check_case, Agreement, MaxDiff};
+use common::gguf::{GgufParts, TempFile};
 use common::{fixture_dir, fixture_names, tokenizer_path};
 use serde_json::Value as Json;
-use tah_core::gguf::writer::{write_gguf, TensorEntry};
 use tah_core::gguf::{convert, ConvertOptions, ConvertSummary, GgufFile, Quant, Value};
 use tah_core::trace::{trace, TraceInput, TraceRequest};
 use tah_core::{Error, GgufProblem, IterationMode, IterationPolicy, LoadOptions, TahModel};
-
-/// A file in the temp dir, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(label: &str) -> Self {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        TempFile(std::env::temp_dir().join(format!(
-            "tah-gguf-test-{}-{n}-{label}.gguf",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn convert_fixture(name: &str, quant: Quant) -> (TempFile, ConvertSummary) {
     let out = TempFile::new(&format!("{name}-{quant:?}"));
@@ -141,32 +121,13 @@ fn rewrite(
     extra: Vec<(String, Value)>,
     keep_tensor: impl Fn(&str) -> bool,
 ) {
-    let file = GgufFile::open(src).unwrap();
-    let mut meta: Vec<(String, Value)> = file
-        .metadata()
-        .iter()
-        .filter(|(k, _)| keep_key(k) && !extra.iter().any(|(e, _)| e == *k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    meta.extend(extra);
-    let mut names: Vec<&str> = file.tensor_names().filter(|n| keep_tensor(n)).collect();
-    names.sort();
-    let entries: Vec<TensorEntry> = names
-        .iter()
-        .map(|n| {
-            let info = file.tensor_info(n).unwrap();
-            TensorEntry {
-                name: n.to_string(),
-                dtype: info.dtype,
-                shape: info.shape.clone(),
-            }
-        })
-        .collect();
-    let mut out = std::io::BufWriter::new(std::fs::File::create(dst).unwrap());
-    write_gguf(dst, &mut out, &meta, &entries, |i| {
-        Ok(file.tensor_bytes(names[i]).unwrap().to_vec())
-    })
-    .unwrap();
+    let mut parts = GgufParts::read(src);
+    parts.remove_keys(|k| !keep_key(k));
+    for (key, value) in extra {
+        parts.set(&key, value);
+    }
+    parts.remove_tensors(|n| !keep_tensor(n));
+    parts.write(dst);
 }
 
 #[test]

@@ -166,7 +166,8 @@ fn module_dims(cfg: &Qwen3Config, module: &str) -> (usize, usize) {
     }
 }
 
-fn module_path(module: &str) -> String {
+/// `self_attn.q_proj`, `mlp.up_proj`...: where a linear module lives in a layer.
+pub(crate) fn module_path(module: &str) -> String {
     let group = if module.ends_with("_proj") && !module.starts_with(['g', 'u', 'd']) {
         "self_attn"
     } else {
