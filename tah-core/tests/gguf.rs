@@ -4,35 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use common::check::{as_u32s, check_case, mode_of, MaxDiff};
-use common::{fixture_dir, fixture_names, tokenizer_path};
+use common::{fixture_dir, fixture_names, tokenizer_path, TempFile};
 use serde_json::Value as Json;
 use tah_core::gguf::writer::{write_gguf, TensorEntry};
 use tah_core::gguf::{convert, ConvertOptions, ConvertSummary, GgufFile, Quant, Value};
 use tah_core::trace::{trace, TraceInput, TraceRequest};
 use tah_core::{Error, GgufProblem, IterationMode, IterationPolicy, LoadOptions, TahModel};
-
-/// A file in the temp dir, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(label: &str) -> Self {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        TempFile(std::env::temp_dir().join(format!(
-            "tah-gguf-test-{}-{n}-{label}.gguf",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn convert_fixture(name: &str, quant: Quant) -> (TempFile, ConvertSummary) {
     let out = TempFile::new(&format!("{name}-{quant:?}"));

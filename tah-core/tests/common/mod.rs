@@ -43,3 +43,23 @@ pub fn fixture_model(name: &str) -> TahModel {
     TahModel::load(&fixture_dir().join(name), &options)
         .unwrap_or_else(|e| panic!("loading {name}: {e}"))
 }
+
+/// A `.gguf` file in the temp dir, removed when dropped.
+pub struct TempFile(pub PathBuf);
+
+impl TempFile {
+    pub fn new(label: &str) -> Self {
+        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        TempFile(std::env::temp_dir().join(format!(
+            "tah-gguf-test-{}-{n}-{label}.gguf",
+            std::process::id()
+        )))
+    }
+}
+
+impl Drop for TempFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
