@@ -71,54 +71,19 @@ impl RandomShape {
     /// `normalize_input` is not documented for the release; it is on here
     /// (one LayerNorm over 5 x 1024 features per token).
     pub fn qwen3_0_6b() -> Self {
-        Self::new(
-            "qwen3-0.6b",
-            (1024, 3072, 28, 16, 8, 128, 40_960),
-            (vec![0, 7, 13, 20, 26], vec![256; 6], 4),
-            (16, 32.0),
-        )
-    }
-
-    /// A small model with the real vocabulary, rows of whole k-quant blocks,
-    /// and every TaH part, for tests and quick runs. Its rows are one
-    /// k-quant block, so under q4_k many embedding rows repeat (tied
-    /// logits); types with 32-value blocks do not have that problem.
-    pub fn tiny() -> Self {
-        Self::new(
-            "tiny",
-            (256, 512, 4, 4, 2, 64, 4096),
-            (vec![0, 2, 4], vec![64, 64], 2),
-            (4, 8.0),
-        )
-    }
-
-    fn new(
-        name: &'static str,
-        (hidden, ffn, layers, heads, kv_heads, head_dim, context): (
-            usize,
-            usize,
-            usize,
-            usize,
-            usize,
-            usize,
-            usize,
-        ),
-        (decider_layers, hidden_dims, expansion_factor): (Vec<usize>, Vec<usize>, usize),
-        (lora_r, lora_alpha): (usize, f64),
-    ) -> Self {
         RandomShape {
-            name,
+            name: "qwen3-0.6b",
             qwen3: Qwen3Config {
                 vocab_size: QWEN3_VOCAB,
-                hidden_size: hidden,
-                intermediate_size: ffn,
-                num_hidden_layers: layers,
-                num_attention_heads: heads,
-                num_key_value_heads: kv_heads,
-                head_dim,
+                hidden_size: 1024,
+                intermediate_size: 3072,
+                num_hidden_layers: 28,
+                num_attention_heads: 16,
+                num_key_value_heads: 8,
+                head_dim: 128,
                 rope_theta: 1e6,
                 rms_norm_eps: 1e-6,
-                max_position_embeddings: context,
+                max_position_embeddings: 40_960,
                 tie_word_embeddings: true,
                 eos_token_id: Some(EosTokenIds::One(QWEN3_EOS)),
             },
@@ -127,17 +92,51 @@ impl RandomShape {
                 iter_decider: "MLPIterDecider".into(),
                 iter_decider_kwargs: DeciderConfig {
                     topk: 100,
-                    hidden_states_size: hidden,
-                    hidden_states_layer_nums: decider_layers,
-                    hidden_dims,
-                    expansion_factor,
+                    hidden_states_size: 1024,
+                    hidden_states_layer_nums: vec![0, 7, 13, 20, 26],
+                    hidden_dims: vec![256; 6],
+                    expansion_factor: 4,
                     normalize_input: true,
                     threshold: 0.9,
                 },
                 input_updater_kwargs: InputUpdaterConfig { topk: 100 },
             },
-            lora_r,
-            lora_alpha,
+            lora_r: 16,
+            lora_alpha: 32.0,
+        }
+    }
+
+    /// A small model with the real vocabulary, rows of whole k-quant blocks,
+    /// and every TaH part, for tests and quick runs. Its rows are one
+    /// k-quant block, so under q4_k many embedding rows repeat (tied
+    /// logits); types with 32-value blocks do not have that problem.
+    pub fn tiny() -> Self {
+        let full = Self::qwen3_0_6b();
+        let hidden = 256;
+        RandomShape {
+            name: "tiny",
+            qwen3: Qwen3Config {
+                hidden_size: hidden,
+                intermediate_size: 512,
+                num_hidden_layers: 4,
+                num_attention_heads: 4,
+                num_key_value_heads: 2,
+                head_dim: 64,
+                max_position_embeddings: 4096,
+                ..full.qwen3
+            },
+            tah: TahConfig {
+                iter_decider_kwargs: DeciderConfig {
+                    hidden_states_size: hidden,
+                    hidden_states_layer_nums: vec![0, 2, 4],
+                    hidden_dims: vec![64, 64],
+                    expansion_factor: 2,
+                    ..full.tah.iter_decider_kwargs
+                },
+                ..full.tah
+            },
+            lora_r: 4,
+            lora_alpha: 8.0,
         }
     }
 }
