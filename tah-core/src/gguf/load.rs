@@ -5,7 +5,7 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::convert::module_path;
+use super::plan::module_path;
 use super::names::{self, keys, DECIDER_PREFIX, OUTPUT, PEFT_ROOT, TOKEN_EMBD};
 use super::reader::{GgufFile, GgufSource};
 use super::{Value, TAH_FORMAT_VERSION};
