@@ -5,8 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::plan::module_path;
 use super::names::{self, keys, DECIDER_PREFIX, OUTPUT, PEFT_ROOT, TOKEN_EMBD};
+use super::plan::module_path;
 use super::reader::{GgufFile, GgufSource};
 use super::{Value, TAH_FORMAT_VERSION};
 use crate::chat_template::ChatTemplate;
