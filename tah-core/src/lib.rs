@@ -31,7 +31,7 @@ pub mod weights;
 pub use chat_template::{ChatMessage, Role};
 pub use error::{Error, GgufProblem, Result};
 pub use iteration::{ChunkOptions, ChunkOutput, IterationMode, IterationPolicy, KeepLogits};
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvPrecision};
 pub use session::{
     CancelHandle, GenerationConfig, GenerationResult, GenerationStats, Prompt, StopReason,
     TahSession, TokenEvent,

@@ -8,12 +8,14 @@
 //! [`TahError::Internal`]. The idiomatic facades (a Kotlin `Flow`, a Swift
 //! `AsyncThrowingStream`) live in `bindings/`.
 
+mod diagnostics;
 mod error;
 mod guard;
 mod model;
 mod records;
 mod session;
 
+pub use diagnostics::diagnostic_panic;
 pub use error::TahError;
 pub use model::{ModelOptions, TahModel};
 pub use records::{

@@ -17,6 +17,7 @@ import ai.tah.sdk.TahSession
 import ai.tah.sdk.TokenEvent
 import ai.tah.sdk.TokenListener
 import ai.tah.sdk.computeBackends
+import ai.tah.sdk.diagnosticPanic
 import ai.tah.sdk.generateFlow
 import ai.tah.sdk.generateUpdates
 import ai.tah.sdk.greedyGenerationConfig
@@ -250,6 +251,29 @@ fun main(args: Array<String>) {
         check(recorder.await().getOrThrow().stopReason == StopReason.CANCELLED) { "not cancelled by close" }
         assertThrows<IllegalStateException> { session.cachedTokens() }
         handle.close()
+    }
+
+    run.test("a Rust panic becomes TahException.Internal, and the SDK keeps working") {
+        val e = assertThrows<TahException.Internal> { diagnosticPanic("boom from Kotlin") }
+        check("boom from Kotlin" in e.reason) { "reason: ${e.reason}" }
+        model.newSession().use { session ->
+            val result = runBlocking { session.complete(userPrompt(tah.text), config(tah, 4u)) }
+            check(result.tokenIds == tah.tokens.take(4)) { "after the panic: ${result.tokenIds}" }
+        }
+    }
+
+    run.test("closing the handle mid-generation cancels it; the session goes on") {
+        model.newSession().use { session ->
+            val recorder = Recorder()
+            val handle = session.generate(userPrompt(tah.text), long, recorder)
+            check(recorder.firstToken.await(60, TimeUnit.SECONDS)) { "no token" }
+            handle.close()
+            val result = recorder.await().getOrThrow()
+            check(result.stopReason == StopReason.CANCELLED) { "stop reason ${result.stopReason}" }
+            awaitIdle(session)
+            val again = runBlocking { session.complete(userPrompt(tah.text), config(tah, 4u)) }
+            check(again.tokenIds == tah.tokens.take(4)) { "after close: ${again.tokenIds}" }
+        }
     }
 
     model.close()

@@ -275,4 +275,32 @@ await run.test("a prompt longer than the context fails with ContextOverflow") {
     }
 }
 
+await run.test("a Rust panic becomes TahError.Internal, and the SDK keeps working") {
+    try await expectError("Internal", {
+        if case TahError.Internal(let reason) = $0 { return reason.contains("boom from Swift") }
+        return false
+    }) {
+        try diagnosticPanic(message: "boom from Swift")
+    }
+    var short = config(tah)
+    short.maxNewTokens = 4
+    let result = try await model.newSession().result(for: .user(tah.text), config: short)
+    try check(result.tokenIds == Array(tah.tokens.prefix(4)), "after the panic: \(result.tokenIds)")
+}
+
+await run.test("releasing the handle mid-generation cancels it; the session goes on") {
+    let session = model.newSession()
+    let recorder = Recorder()
+    var handle: GenerationHandle? = try session.generate(prompt: .user(tah.text), config: long, listener: recorder)
+    try recorder.waitFirstToken()
+    _ = handle
+    handle = nil  // releasing the last reference cancels the generation
+    try check(try recorder.wait().get().stopReason == .cancelled, "not cancelled on release")
+    try awaitIdle(session)
+    var short = config(tah)
+    short.maxNewTokens = 4
+    let result = try await session.result(for: .user(tah.text), config: short)
+    try check(result.tokenIds == Array(tah.tokens.prefix(4)), "after release: \(result.tokenIds)")
+}
+
 run.finish()

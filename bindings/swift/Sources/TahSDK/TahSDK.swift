@@ -2529,7 +2529,8 @@ enum TahError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     /**
      * The model could not be loaded: a missing or unreadable file, a malformed
      * checkpoint, an inconsistent configuration, a tokenizer or chat template
-     * that failed.
+     * that failed; or, during a generation, weights that turned out corrupt
+     * (the network produced NaN or infinite values).
      */
     case ModelLoad(reason: String
     )
@@ -2887,6 +2888,24 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
+ * Panics inside the runtime on purpose, under the same guard as every other
+ * entry point, and returns what the panic became: `TahError.Internal`
+ * carrying `message`. For checking, in an app or a test suite, that an
+ * engine panic reaches the host as an ordinary exception and never aborts
+ * the process. It has no other effect.
+ *
+ * (A diagnostic function rather than a hidden trigger in a real input: no
+ * prompt, file or setting can be made to panic on purpose, and the SDK
+ * offers no switch that would make one.)
+ */
+public func diagnosticPanic(message: String)throws   {try rustCallWithError(FfiConverterTypeTahError_lift) {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_func_diagnostic_panic(
+        FfiConverterString.lower(message),uniffiCallStatus
+    )
+}
+}
+/**
  * Which compute backends this build has and which one the model uses.
  */
 public func computeBackends() -> ComputeBackends  {
@@ -2931,6 +2950,9 @@ private let initializationResult: InitializationResult = {
     let scaffolding_contract_version = ffi_tah_ffi_uniffi_contract_version()
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
+    }
+    if (uniffi_tah_ffi_checksum_func_diagnostic_panic() != 4773) {
+        return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tah_ffi_checksum_func_compute_backends() != 14875) {
         return InitializationResult.apiChecksumMismatch

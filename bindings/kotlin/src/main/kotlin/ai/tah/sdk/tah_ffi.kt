@@ -716,6 +716,8 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_tah_ffi_checksum_func_diagnostic_panic(
+    ): Int
     external fun uniffi_tah_ffi_checksum_func_compute_backends(
     ): Int
     external fun uniffi_tah_ffi_checksum_func_default_generation_config(
@@ -812,6 +814,8 @@ internal object UniffiLib {
     external fun uniffi_tah_ffi_fn_method_tokenlistener_on_complete(`ptr`: Long,`result`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_tah_ffi_fn_method_tokenlistener_on_error(`ptr`: Long,`error`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tah_ffi_fn_func_diagnostic_panic(`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
     external fun uniffi_tah_ffi_fn_func_compute_backends(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
@@ -938,6 +942,9 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
+    if ((lib.uniffi_tah_ffi_checksum_func_diagnostic_panic() and 0xFFFF) != 4773) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tah_ffi_checksum_func_compute_backends() and 0xFFFF) != 14875) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -3570,7 +3577,8 @@ sealed class TahException: kotlin.Exception() {
     /**
      * The model could not be loaded: a missing or unreadable file, a malformed
      * checkpoint, an inconsistent configuration, a tokenizer or chat template
-     * that failed.
+     * that failed; or, during a generation, weights that turned out corrupt
+     * (the network produced NaN or infinite values).
      */
     class ModelLoad(
         
@@ -3969,6 +3977,28 @@ public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<C
 
 
 
+
+        /**
+         * Panics inside the runtime on purpose, under the same guard as every other
+         * entry point, and returns what the panic became: `TahError.Internal`
+         * carrying `message`. For checking, in an app or a test suite, that an
+         * engine panic reaches the host as an ordinary exception and never aborts
+         * the process. It has no other effect.
+         *
+         * (A diagnostic function rather than a hidden trigger in a real input: no
+         * prompt, file or setting can be made to panic on purpose, and the SDK
+         * offers no switch that would make one.)
+         */
+    @Throws(TahException::class) fun `diagnosticPanic`(`message`: kotlin.String)
+        = 
+    uniffiRustCallWithError(TahException) { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_func_diagnostic_panic(
+    
+        
+        FfiConverterString.lower(`message`),_status)
+}
+    
+    
 
         /**
          * Which compute backends this build has and which one the model uses.
