@@ -32,6 +32,7 @@ fn ten_thousand_tokens_through_a_full_context_keep_memory_flat() {
     let options = LoadOptions {
         tokenizer: Some(tokenizer_path()),
         context_length: Some(context),
+        ..Default::default()
     };
     let model = Arc::new(TahModel::load(&fixture_dir().join("tiny-d2-a"), &options).unwrap());
     let mut session = TahSession::new(model);
