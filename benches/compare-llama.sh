@@ -7,6 +7,7 @@
 #
 #   benches/compare-llama.sh [--threads N] [--reps N] [--quant q4_k] [--seed S]
 #   benches/compare-llama.sh --setup-only    # only build llama-cpp-python
+#   benches/compare-llama.sh --report-only   # rewrite results.md from the last run
 #
 # Environment: TAH_BENCH_CACHE (venv, models, logs; default
 # ~/.cache/tah-bench), CARGO_TARGET_DIR (where `tah` is built in release),
@@ -66,6 +67,27 @@ setup_llama_cpp_python() {
     echo "$wanted" >"$stamp"
 }
 
+# benches/results.md from the files of the last run in $1.
+write_report() {
+    local run=$1 quant seed threads reps pp tg hard_rate llama_cpu
+    read -r quant seed threads reps pp tg hard_rate <"$run/settings"
+    llama_cpu=$("$VENV/bin/python" -c 'import llama_cpp; print(llama_cpp.llama_print_system_info().decode())' 2>/dev/null \
+        | sed 's/^CPU : //; s/ = 1//g; s/ | /, /g; s/[ |,]*$//')
+    python3 "$ROOT/benches/compare.py" report --tah "$run/tah.json" --llama "$run/llama.json" \
+        --llama-log "$run/llama.log" --pp "$pp" --tg "$tg" --threads "$threads" --out "$ROOT/benches/results.md" \
+        --meta "date=$(date -u -r "$run/tah.json" '+%Y-%m-%d %H:%M UTC')" \
+        --meta "machine=$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(uname -sr)" \
+        --meta "tah=$(cat "$run/tah-version"), release build" \
+        --meta "llama.cpp=llama-cpp-python $LLAMA_CPP_PYTHON_VERSION, CMAKE_ARGS \`$LLAMA_CMAKE_ARGS\`, weight repacking on (llama.cpp's default)" \
+        --meta "llama.cpp CPU features=$llama_cpu" \
+        --meta "model=random Qwen3-0.6B shapes (vocab 151936, hidden 1024, 28 layers, 16/8 heads, head_dim 128, FFN 3072, tied embedding): \`tah init-random --quant $quant --seed $seed\`; llama.cpp runs the \`--base-only\` twin (byte-identical base tensors)" \
+        --meta "files=TaH $(du -m "$run/qwen3-0.6b-$quant-seed$seed-tah.gguf" | cut -f1) MiB, base-only $(du -m "$run/qwen3-0.6b-$quant-seed$seed-base.gguf" | cut -f1) MiB" \
+        --meta "threads=$threads" \
+        --meta "repetitions=$reps (median, min-max)" \
+        --meta "hard rate=$hard_rate in decider mode (seeded-hash-chosen positions take the second pass; the decider runs on every token)"
+    cat "$ROOT/benches/results.md"
+}
+
 # Everything runs from here, so editing this file never affects a running copy.
 main() {
     local threads=1 reps=3 quant=q4_k seed=0 setup_only=0
@@ -77,6 +99,7 @@ main() {
             --quant) quant=$2; shift 2 ;;
             --seed) seed=$2; shift 2 ;;
             --setup-only) setup_only=1; shift ;;
+            --report-only) write_report "$CACHE_DIR/run"; return ;;
             *) echo "unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
         esac
     done
@@ -90,8 +113,11 @@ main() {
     (cd "$ROOT" && cargo build --release --quiet -p tah-cli)
     local tah="$target/release/tah"
 
-    local run="$CACHE_DIR/run"
+    local run="$CACHE_DIR/run" dirty=""
     mkdir -p "$run"
+    git -C "$ROOT" diff --quiet HEAD || dirty=" (uncommitted changes)"
+    echo "commit $(git -C "$ROOT" rev-parse --short HEAD)$dirty" >"$run/tah-version"
+    echo "$quant $seed $threads $reps $pp $tg $hard_rate" >"$run/settings"
     local tah_model="$run/qwen3-0.6b-$quant-seed$seed-tah.gguf"
     local base_model="$run/qwen3-0.6b-$quant-seed$seed-base.gguf"
     "$tah" init-random --shape qwen3-0.6b --quant "$quant" --seed "$seed" --out "$tah_model" --force
@@ -108,22 +134,7 @@ main() {
         "$tah" bench --model "$tah_model" --threads "$threads" -p "$pp" -n "$tg" \
         --mode never,decider,always --hard-rate "$hard_rate" --reps "$reps" --json
 
-    local llama_cpu dirty=""
-    llama_cpu=$("$VENV/bin/python" -c 'import llama_cpp; print(llama_cpp.llama_print_system_info().decode().strip())' 2>/dev/null)
-    git -C "$ROOT" diff --quiet HEAD || dirty=" (uncommitted changes)"
-    python3 "$ROOT/benches/compare.py" report --tah "$run/tah.json" --llama "$run/llama.json" \
-        --llama-log "$run/llama.log" --pp "$pp" --tg "$tg" --out "$ROOT/benches/results.md" \
-        --meta "date=$(date -u '+%Y-%m-%d %H:%M UTC')" \
-        --meta "machine=$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(uname -sr)" \
-        --meta "tah=commit $(git -C "$ROOT" rev-parse --short HEAD)$dirty, release build" \
-        --meta "llama.cpp=llama-cpp-python $LLAMA_CPP_PYTHON_VERSION, CMAKE_ARGS \`$LLAMA_CMAKE_ARGS\`, weight repacking on (llama.cpp's default)" \
-        --meta "llama.cpp CPU features=$llama_cpu" \
-        --meta "model=random Qwen3-0.6B shapes (vocab 151936, hidden 1024, 28 layers, 16/8 heads, head_dim 128, FFN 3072, tied embedding): \`tah init-random --quant $quant --seed $seed\`; llama.cpp runs the \`--base-only\` twin (byte-identical base tensors)" \
-        --meta "files=TaH $(du -m "$tah_model" | cut -f1) MiB, base-only $(du -m "$base_model" | cut -f1) MiB" \
-        --meta "threads=$threads" \
-        --meta "repetitions=$reps (median, min-max)" \
-        --meta "hard rate=$hard_rate in decider mode (seeded-hash-chosen positions take the second pass; the decider runs on every token)"
-    cat "$ROOT/benches/results.md"
+    write_report "$run"
 }
 
 main "$@"; exit

@@ -68,6 +68,11 @@ def run(out_path, cmd):
         sys.exit(f"{' '.join(cmd)} failed with status {child.returncode}")
 
 
+# An engine with fewer CPU seconds than this share of wall time x threads was
+# waiting for the CPU (other load), not working.
+BUSY_CPU_SHARE = 0.85
+
+
 def mib(b):
     return b / (1 << 20)
 
@@ -122,6 +127,13 @@ def report(args):
     lines += ["", "Threads (sampled every 20 ms): most OS threads seen in one process, and CPU time / wall time of the whole run:", ""]
     for name, p in procs.items():
         lines.append(f"- {name}: {p['max_threads_per_process']} threads, CPU/wall {p['cpu_s'] / p['wall_s']:.2f} ({p['cpu_s']:.1f} s / {p['wall_s']:.1f} s)")
+    busy = [name for name, p in procs.items() if p["cpu_s"] < BUSY_CPU_SHARE * p["wall_s"] * args.threads]
+    if busy:
+        lines += [
+            "",
+            f"**The machine was busy**: {' and '.join(busy)} got less than {BUSY_CPU_SHARE:.0%} of the CPU time its threads could use, "
+            "so the speeds and ratios below measure the other load as much as the engines. Re-run on a quiet machine.",
+        ]
 
     def ratio(a, b):
         return a / b if a is not None and b else None
@@ -166,6 +178,7 @@ def main():
     ap.add_argument("--llama-log")
     ap.add_argument("--pp", type=int, default=512)
     ap.add_argument("--tg", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--meta", action="append", default=[])
     ap.add_argument("--out", required=True)
     report(ap.parse_args())

@@ -12,16 +12,18 @@ llama.cpp's own plus the Python interpreter's, reported separately as
 """
 
 import argparse
-import ctypes
 import json
+import os
 import resource
 import statistics
 import sys
 import time
 
-import numpy as np
+# numpy's OpenBLAS would otherwise start a thread per core at import.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+import numpy as np  # noqa: E402
 
-import llama_cpp
+import llama_cpp  # noqa: E402
 
 
 def vm_rss_bytes():
