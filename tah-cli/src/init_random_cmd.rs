@@ -4,9 +4,7 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use anyhow::Context;
-use tah_core::chat_template::ChatTemplate;
-use tah_core::gguf::{write_random, Quant, RandomModelOptions, RandomShape};
+use tah_core::gguf::{read_embedded_texts, write_random, Quant, RandomModelOptions, RandomShape};
 
 use crate::convert_cmd::{print_summary, write_progress};
 
@@ -49,18 +47,10 @@ pub fn run(args: &InitRandomArgs) -> anyhow::Result<()> {
         .tokenizer
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_TOKENIZER));
-    let tokenizer_json = std::fs::read_to_string(&tokenizer)
-        .with_context(|| format!("reading {}", tokenizer.display()))?;
-    let template_path = tokenizer.with_file_name("tokenizer_config.json");
-    let chat_template = if template_path.exists() {
-        Some(
-            ChatTemplate::from_tokenizer_config(&template_path)?
-                .source()
-                .to_string(),
-        )
-    } else {
-        None
-    };
+    let (tokenizer_json, chat_template) = read_embedded_texts(
+        &tokenizer,
+        &tokenizer.with_file_name("tokenizer_config.json"),
+    )?;
     let options = RandomModelOptions {
         shape: args.shape.clone(),
         quant: args.quant,

@@ -13,14 +13,12 @@ use candle_core::Tensor;
 
 use super::names::DECIDER_PREFIX;
 use super::plan::{
-    check_overwrite, metadata, plan_base, plan_lora, tensor_bytes, write_plan, ConvertSummary,
-    Part, Plan, Quant, TahSettings,
+    check_overwrite, metadata, plan_base, plan_lora, read_embedded_texts, tensor_bytes, write_plan,
+    ConvertSummary, Part, Plan, Quant, TahSettings,
 };
 use super::writer::TensorEntry;
-use crate::chat_template::ChatTemplate;
 use crate::config::{read_json, LoraConfig, Qwen3Config, TahConfig};
 use crate::error::{Error, Result};
-use crate::tokenizer::TahTokenizer;
 use crate::torch_pickle::TorchCheckpoint;
 use crate::weights::{SafetensorsSource, WeightSource};
 
@@ -79,19 +77,8 @@ pub fn convert(
         .tokenizer
         .clone()
         .unwrap_or_else(|| from.join("tokenizer.json"));
-    TahTokenizer::from_file(&tokenizer_path)?;
-    let tokenizer_json =
-        std::fs::read_to_string(&tokenizer_path).map_err(|e| Error::io(&tokenizer_path, e))?;
-    let template_path = from.join("tokenizer_config.json");
-    let chat_template = if template_path.exists() {
-        Some(
-            ChatTemplate::from_tokenizer_config(&template_path)?
-                .source()
-                .to_string(),
-        )
-    } else {
-        None
-    };
+    let (tokenizer_json, chat_template) =
+        read_embedded_texts(&tokenizer_path, &from.join("tokenizer_config.json"))?;
     let base = SafetensorsSource::open(&from.join("model.safetensors"))?;
 
     // 2. The tensor plan: names, types, shapes.

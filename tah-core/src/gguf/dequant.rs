@@ -22,19 +22,6 @@ const Q4K_BYTES: usize = 144;
 const Q6K_BYTES: usize = 210;
 const Q8_0_BYTES: usize = 34;
 
-/// Whether [`dequantize_row`] has a fast path for `dtype`.
-pub fn has_fast_path(dtype: GgmlDType) -> bool {
-    matches!(
-        dtype,
-        GgmlDType::F32
-            | GgmlDType::F16
-            | GgmlDType::BF16
-            | GgmlDType::Q8_0
-            | GgmlDType::Q4K
-            | GgmlDType::Q6K
-    )
-}
-
 /// Dequantizes whole blocks of `dtype` in `bytes` into `out`. Returns false
 /// (writing nothing) when `dtype` has no fast path or the sizes disagree.
 pub fn dequantize_row(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> bool {

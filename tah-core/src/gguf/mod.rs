@@ -33,7 +33,7 @@ use candle_core::quantized::GgmlDType;
 
 pub use convert::{convert, ConvertOptions};
 pub use mapped::MappedMatrix;
-pub use plan::{ConvertSummary, PartSize, Quant};
+pub use plan::{read_embedded_texts, ConvertSummary, PartSize, Quant};
 pub use random::{write_random, RandomModelOptions, RandomShape};
 pub use reader::GgufFile;
 

@@ -13,8 +13,10 @@ use candle_core::Tensor;
 use super::names::{self, keys, PEFT_ROOT};
 use super::writer::{write_gguf, TensorEntry};
 use super::{Value, DEFAULT_ALIGNMENT, TAH_FORMAT_VERSION};
+use crate::chat_template::ChatTemplate;
 use crate::config::{LoraConfig, Qwen3Config, TahConfig};
 use crate::error::{Error, Result};
+use crate::tokenizer::TahTokenizer;
 
 /// The type requested for the large base matrices.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -373,6 +375,27 @@ pub(crate) fn tensor_bytes(tensor: &Tensor, dtype: GgmlDType) -> Result<Vec<u8>>
 }
 
 /// Refuses to replace `to` unless `force`.
+/// The texts a model file embeds: the `tokenizer.json` at `tokenizer`
+/// (checked to parse as a tokenizer) and, when `tokenizer_config` exists,
+/// its chat template.
+pub fn read_embedded_texts(
+    tokenizer: &Path,
+    tokenizer_config: &Path,
+) -> Result<(String, Option<String>)> {
+    TahTokenizer::from_file(tokenizer)?;
+    let tokenizer_json = std::fs::read_to_string(tokenizer).map_err(|e| Error::io(tokenizer, e))?;
+    let chat_template = if tokenizer_config.exists() {
+        Some(
+            ChatTemplate::from_tokenizer_config(tokenizer_config)?
+                .source()
+                .to_string(),
+        )
+    } else {
+        None
+    };
+    Ok((tokenizer_json, chat_template))
+}
+
 pub(crate) fn check_overwrite(to: &Path, force: bool) -> Result<()> {
     if to.exists() && !force {
         return Err(Error::InvalidArgument(format!(
