@@ -331,6 +331,9 @@ impl TahModel {
             .lm_head()
             .forward_panels(&hidden, &mut |first, block| {
                 let width = block.len() / rows.len();
+                if width == 0 {
+                    return Ok(());
+                }
                 for ((sum, top), values) in sums
                     .iter_mut()
                     .zip(&mut row_tops)
@@ -338,7 +341,13 @@ impl TahModel {
                 {
                     match sum {
                         Some(sum) => {
-                            let sum = &mut sum[first..first + width];
+                            // The LM head must have one row per vocabulary entry.
+                            let sum = sum.get_mut(first..first + width).ok_or_else(|| {
+                                Error::InvalidArgument(format!(
+                                    "LM head rows {first}..{} exceed the vocabulary ({vocab})",
+                                    first + width
+                                ))
+                            })?;
                             sum.iter_mut().zip(values).for_each(|(s, v)| *s += v);
                             top.extend(first, sum);
                         }
