@@ -1,9 +1,8 @@
 #![no_main]
 //! The `iter_decider.bin` reader (zip + strict unpickler) on arbitrary bytes.
+//! The work is in `entry_points.rs`, shared with the regression test.
 
-use libfuzzer_sys::fuzz_target;
-use tah_core::torch_pickle::TorchCheckpoint;
+#[path = "../entry_points.rs"]
+mod entry_points;
 
-fuzz_target!(|data: &[u8]| {
-    let _ = TorchCheckpoint::from_bytes(data, std::path::Path::new("fuzz.bin"));
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| entry_points::torch_pickle(data));

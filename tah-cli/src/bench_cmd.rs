@@ -91,8 +91,18 @@ pub fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     let mut rows = Vec::new();
     for mode in &args.mode {
-        let output = Command::new(&exe)
-            .args(child_args(args, *mode))
+        let mut child = Command::new(&exe);
+        child.args(child_args(args, *mode));
+        if let Some(threads) = args.threads {
+            // candle sizes its own pools from these when first used (its
+            // quantized matmuls: CANDLE_NUM_THREADS, else RAYON_NUM_THREADS);
+            // set for the child so no thread pool starts with more threads.
+            let threads = threads.to_string();
+            child
+                .env("RAYON_NUM_THREADS", &threads)
+                .env("CANDLE_NUM_THREADS", &threads);
+        }
+        let output = child
             .output()
             .with_context(|| format!("running the {mode:?} benchmark"))?;
         if !output.status.success() {
@@ -144,6 +154,10 @@ fn child_args(args: &BenchArgs, mode: IterationMode) -> Vec<String> {
     if let Some(t) = &args.model.tokenizer {
         out.extend(["--tokenizer".into(), t.display().to_string()]);
     }
+    out.extend([
+        "--kv".into(),
+        format!("{:?}", args.model.kv_precision).to_lowercase(),
+    ]);
     if let Some(t) = args.threads {
         out.extend(["--threads".into(), t.to_string()]);
     }
@@ -184,8 +198,6 @@ fn run_mode(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()?;
-    // candle's matmuls read the thread count from this variable.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
     let mode = args.mode.first().copied().unwrap_or_default();
 
     let start = Instant::now();
@@ -248,6 +260,7 @@ fn last_logits_only(policy: IterationPolicy) -> ChunkOptions<'static> {
         keep: KeepLogits::Last,
         max_hard: None,
         cancel: None,
+        probe_decider: false,
     }
 }
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use indicatif::{ProgressBar, ProgressStyle};
-use tah_core::gguf::{convert, ConvertOptions, Quant};
+use tah_core::gguf::{convert, ConvertOptions, ConvertSummary, Quant};
 
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
@@ -28,29 +28,41 @@ fn mib(bytes: usize) -> String {
     format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
+/// A progress bar over the bytes written, and the callback that drives it.
+pub fn write_progress() -> anyhow::Result<(ProgressBar, impl FnMut(usize, usize, &str))> {
     let bar = ProgressBar::new(0);
     bar.set_style(ProgressStyle::with_template(
         "{bar:40} {bytes}/{total_bytes} {msg}",
     )?);
+    let driven = bar.clone();
+    Ok((bar, move |done: usize, total: usize, name: &str| {
+        driven.set_length(total as u64);
+        driven.set_position(done as u64);
+        driven.set_message(name.to_string());
+    }))
+}
+
+pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
     let options = ConvertOptions {
         quant: args.quant,
         tokenizer: args.tokenizer.clone(),
         force: args.force,
     };
-    let summary = convert(&args.from, &args.to, &options, &mut |done, total, name| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-        bar.set_message(name.to_string());
-    });
+    let (bar, mut progress) = write_progress()?;
+    let summary = convert(&args.from, &args.to, &options, &mut progress);
     bar.finish_and_clear();
-    let summary = summary?;
+    print_summary(&args.to, &summary?, args.quant);
+    Ok(())
+}
+
+/// What a GGUF writer wrote: size, parts with bits per weight, fallbacks.
+pub fn print_summary(to: &std::path::Path, summary: &ConvertSummary, quant: Quant) {
     println!(
         "wrote {} ({}, {} tensors, quant {:?})",
-        args.to.display(),
+        to.display(),
         mib(summary.file_bytes as usize),
         summary.tensors,
-        args.quant
+        quant
     );
     for (part, size) in &summary.parts {
         println!(
@@ -80,5 +92,4 @@ pub fn run(args: &ConvertArgs) -> anyhow::Result<()> {
             "  fallback {wanted:?} -> {used:?} for {count} tensors (rows are not whole {wanted:?} blocks)"
         );
     }
-    Ok(())
 }

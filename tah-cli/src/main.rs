@@ -10,6 +10,7 @@ mod colour;
 mod convert_cmd;
 mod eval_cmd;
 mod generate_cmd;
+mod init_random_cmd;
 mod trace_cmd;
 
 #[derive(Parser)]
@@ -39,6 +40,9 @@ enum Command {
     /// Convert a checkpoint directory into one quantized, memory-mapped
     /// GGUF model file.
     Convert(convert_cmd::ConvertArgs),
+    /// Write a random-weight model with real shapes (Qwen3-0.6B + the
+    /// released TaH recipe) for benchmarks, or its plain-Qwen3 twin.
+    InitRandom(init_random_cmd::InitRandomArgs),
     /// Accuracy, passes per token and hard-token share on GSM8K-style JSONL,
     /// per iteration mode.
     Eval(eval_cmd::EvalArgs),
@@ -63,6 +67,9 @@ pub struct ModelArgs {
     /// Context length in tokens (default: the model's maximum).
     #[arg(long)]
     pub context_length: Option<usize>,
+    /// KV cache precision: f32, f16 or q8 (8-bit, about a quarter of f32).
+    #[arg(long = "kv", default_value = "f32")]
+    pub kv_precision: tah_core::KvPrecision,
 }
 
 impl ModelArgs {
@@ -77,6 +84,7 @@ impl ModelArgs {
         let options = tah_core::LoadOptions {
             tokenizer: self.tokenizer.clone(),
             context_length: self.context_length,
+            kv_precision: self.kv_precision,
         };
         let model = tah_core::TahModel::load(&self.path(), &options)?;
         if let Some(notice) = model.notice() {
@@ -94,6 +102,7 @@ fn main() -> ExitCode {
         Command::Generate(args) => generate_cmd::run_generate(&args),
         Command::Chat(args) => generate_cmd::run_chat(&args),
         Command::Convert(args) => convert_cmd::run(&args),
+        Command::InitRandom(args) => init_random_cmd::run(&args),
         Command::Eval(args) => eval_cmd::run(&args),
     };
     match result {

@@ -1,26 +1,15 @@
-//! Memory of a memory-mapped GGUF model: writes a file with Qwen3-0.6B
-//! shapes and random weights, loads it and prints the resident set size
-//! (VmRSS) after load and after a 64-token greedy generation.
+//! Memory of a memory-mapped GGUF model: writes a random Qwen3-0.6B-shaped
+//! TaH file ([`tah_core::gguf::random`]), loads it and prints the resident
+//! set size (VmRSS) after load and after a 64-token greedy generation.
 //!
-//! `cargo run --release -p tah-core --example gguf_rss -- [q8_0|q4_k] [DIR]`
+//! `cargo run --release -p tah-core --example gguf_rss -- [q8_0|q4_k|f16] [DIR]`
 
+use std::path::Path;
 use std::time::Instant;
 
-use candle_core::quantized::{GgmlDType, QTensor};
-use candle_core::{Device, Tensor};
-use tah_core::gguf::names::keys;
-use tah_core::gguf::writer::{write_gguf, TensorEntry};
-use tah_core::gguf::{byte_size, Value};
+use tah_core::gguf::{write_random, Quant, RandomModelOptions, RandomShape};
 use tah_core::trace::{trace, TraceInput, TraceRequest};
 use tah_core::{IterationMode, IterationPolicy, LoadOptions, TahModel};
-
-const VOCAB: usize = 151_936;
-const HIDDEN: usize = 1024;
-const FFN: usize = 3072;
-const LAYERS: usize = 28;
-const HEADS: usize = 16;
-const KV_HEADS: usize = 8;
-const HEAD_DIM: usize = 128;
 
 fn vm_rss_mib() -> f64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
@@ -32,120 +21,26 @@ fn vm_rss_mib() -> f64 {
     kib / 1024.0
 }
 
-/// Valid blocks of `dtype` (quantized random values), tiled to `len` bytes.
-fn random_bytes(dtype: GgmlDType, len: usize, seed: u64) -> tah_core::Result<Vec<u8>> {
-    let mut state = seed
-        .wrapping_mul(6364136223846793005)
-        .wrapping_add(1442695040888963407);
-    let values: Vec<f32> = (0..(1 << 18))
-        .map(|_| {
-            state ^= state << 13;
-            state ^= state >> 7;
-            state ^= state << 17;
-            ((state >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 0.1
-        })
-        .collect();
-    let chunk = Tensor::from_vec(values, (256, 1024), &Device::Cpu)?;
-    let chunk = QTensor::quantize(&chunk, dtype)?.data()?.into_owned();
-    Ok(chunk.iter().copied().cycle().take(len).collect())
-}
-
-fn main() -> tah_core::Result<()> {
+fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
-    let quant = match args.get(1).map(String::as_str) {
-        Some("q4_k") => GgmlDType::Q4K,
-        _ => GgmlDType::Q8_0,
-    };
+    let quant: Quant = args.get(1).map_or("q8_0", String::as_str).parse()?;
     let dir = args.get(2).map_or_else(std::env::temp_dir, Into::into);
     let path = dir.join(format!("tah-rss-qwen3-0.6b-{quant:?}.gguf"));
-    // llama.cpp's choice for a tied embedding under 4-bit types.
-    let embd_type = if quant == GgmlDType::Q4K {
-        GgmlDType::Q6K
-    } else {
-        quant
-    };
-
-    let mut tensors = vec![TensorEntry {
-        name: "token_embd.weight".into(),
-        dtype: embd_type,
-        shape: vec![VOCAB, HIDDEN],
-    }];
-    for l in 0..LAYERS {
-        let (q, kv) = (HEADS * HEAD_DIM, KV_HEADS * HEAD_DIM);
-        for (name, shape) in [
-            ("attn_q", vec![q, HIDDEN]),
-            ("attn_k", vec![kv, HIDDEN]),
-            ("attn_v", vec![kv, HIDDEN]),
-            ("attn_output", vec![HIDDEN, q]),
-            ("ffn_gate", vec![FFN, HIDDEN]),
-            ("ffn_up", vec![FFN, HIDDEN]),
-            ("ffn_down", vec![HIDDEN, FFN]),
-        ] {
-            tensors.push(TensorEntry {
-                name: format!("blk.{l}.{name}.weight"),
-                dtype: quant,
-                shape,
-            });
-        }
-        for (name, size) in [
-            ("attn_norm", HIDDEN),
-            ("ffn_norm", HIDDEN),
-            ("attn_q_norm", HEAD_DIM),
-            ("attn_k_norm", HEAD_DIM),
-        ] {
-            tensors.push(TensorEntry {
-                name: format!("blk.{l}.{name}.weight"),
-                dtype: GgmlDType::F32,
-                shape: vec![size],
-            });
-        }
-    }
-    tensors.push(TensorEntry {
-        name: "output_norm.weight".into(),
-        dtype: GgmlDType::F32,
-        shape: vec![HIDDEN],
-    });
-    let u = |v: usize| Value::U32(v as u32);
-    let metadata: Vec<(String, Value)> = [
-        (keys::ARCHITECTURE, Value::String(keys::ARCH.into())),
-        (keys::BLOCK_COUNT, u(LAYERS)),
-        (keys::CONTEXT_LENGTH, u(40960)),
-        (keys::EMBEDDING_LENGTH, u(HIDDEN)),
-        (keys::FEED_FORWARD_LENGTH, u(FFN)),
-        (keys::HEAD_COUNT, u(HEADS)),
-        (keys::HEAD_COUNT_KV, u(KV_HEADS)),
-        (keys::KEY_LENGTH, u(HEAD_DIM)),
-        (keys::RMS_EPS, Value::F32(1e-6)),
-        (keys::ROPE_FREQ_BASE, Value::F32(1e6)),
-    ]
-    .into_iter()
-    .map(|(k, v)| (k.to_string(), v))
-    .collect();
+    let tokenizer =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/qwen3-tokenizer/tokenizer.json");
 
     let start = Instant::now();
-    let file = std::fs::File::create(&path).map_err(|e| tah_core::Error::Io {
-        path: path.clone(),
-        source: e,
-    })?;
-    let mut out = std::io::BufWriter::new(file);
-    write_gguf(&path, &mut out, &metadata, &tensors, |i| {
-        let t = &tensors[i];
-        let len = byte_size(t.dtype, t.shape.iter().product()).unwrap_or(0);
-        if t.dtype == GgmlDType::F32 {
-            // Norm weights of 1.0.
-            Ok(1f32
-                .to_le_bytes()
-                .iter()
-                .copied()
-                .cycle()
-                .take(len)
-                .collect())
-        } else {
-            random_bytes(t.dtype, len, i as u64)
-        }
-    })?;
-    drop(out);
-    let file_mib = std::fs::metadata(&path).map(|m| m.len()).unwrap_or(0) as f64 / 1048576.0;
+    let options = RandomModelOptions {
+        shape: RandomShape::qwen3_0_6b(),
+        quant,
+        seed: 0,
+        base_only: false,
+        tokenizer_json: std::fs::read_to_string(&tokenizer)?,
+        chat_template: None,
+        force: true,
+    };
+    let summary = write_random(&path, &options, &mut |_, _, _| {})?;
+    let file_mib = summary.file_bytes as f64 / 1048576.0;
     println!(
         "wrote {} ({file_mib:.1} MiB) in {:.1?}",
         path.display(),

@@ -12,7 +12,7 @@ use candle_core::{Device, Tensor};
 
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
-use crate::logits::top_k;
+use crate::logits::TopK;
 use crate::tah_model::TahModel;
 
 /// How tokens are chosen for further passes.
@@ -111,6 +111,10 @@ pub struct ChunkOptions<'a> {
     pub max_hard: Option<usize>,
     /// Checked before every pass; set means stop with [`Error::Cancelled`].
     pub cancel: Option<&'a AtomicBool>,
+    /// Run the decider (and record its probabilities) in `never` and
+    /// `always` mode too, where it decides nothing: traces compare it with
+    /// the reference. Generation leaves it off and skips that work.
+    pub probe_decider: bool,
 }
 
 /// What happened to one token of the chunk.
@@ -162,6 +166,7 @@ impl TahModel {
         opts.policy.validate()?;
         let n = ids.len();
         let max_iter = self.max_iter();
+        let mode = opts.policy.mode;
         let threshold = self.effective_threshold(&opts.policy);
         let keep = |i: usize| opts.keep == KeepLogits::All || i + 1 == n;
 
@@ -172,7 +177,7 @@ impl TahModel {
             };
             n
         ];
-        // Cumulative logits of the tokens still in play, by chunk index.
+        // Cumulative logits by chunk index, held only while something needs them.
         let mut cum: Vec<Option<Vec<f32>>> = vec![None; n];
         // Tokens taking the current pass (chunk indices, ascending) and their input rows.
         let mut active: Vec<usize> = (0..n).collect();
@@ -183,55 +188,73 @@ impl TahModel {
                 return Err(Error::Cancelled);
             }
             let positions: Vec<u32> = active.iter().map(|&i| (start + i) as u32).collect();
-            let decider = self.decider.as_ref().filter(|_| depth < max_iter);
+            // Tokens can go deeper only with a decider (the TaH model), and the
+            // decider runs where it picks them, or to record its probabilities.
+            let deeper_possible =
+                depth < max_iter && mode != IterationMode::Never && self.decider.is_some();
+            let decider = self.decider.as_ref().filter(|_| {
+                depth < max_iter && (mode == IterationMode::Decider || opts.probe_decider)
+            });
             let capture = decider.map_or(&[][..], |d| d.hidden_state_indices());
+            let decider_k = decider.map_or(0, |d| d.topk());
+            let soft_k = if deeper_possible { self.soft_topk() } else { 0 };
+            // Full cumulative rows: for the caller, and for a pass after the
+            // next one, whose decider and soft embedding read the running sum.
+            let retain = |i: usize| keep(i) || (deeper_possible && depth + 1 < max_iter);
 
-            // 1. One pass over the active tokens; logits accumulate.
+            // 1. One pass over the active tokens.
             let pass = self
                 .net
                 .forward(&input, &positions, depth, cache, capture)?;
-            let logits = pass.logits.to_vec2::<f32>()?;
-            for (&i, row) in active.iter().zip(logits) {
-                tokens[i].iter_count = depth;
-                cum[i] = Some(match cum[i].take() {
-                    None => row,
-                    Some(mut sum) => {
-                        sum.iter_mut().zip(&row).for_each(|(s, x)| *s += x);
-                        sum
-                    }
-                });
-            }
-            let Some(decider) = decider else { break };
-
-            // 2. The decider reads this pass's hidden states and top-k logits.
-            let k = decider.topk();
-            let mut top_values = Vec::with_capacity(active.len() * k);
             for &i in &active {
-                let row = cum[i].as_deref().unwrap_or_default();
-                top_values.extend(top_k(row, k).into_iter().map(|(_, v)| v));
+                tokens[i].iter_count = depth;
             }
-            let top_values = Tensor::from_vec(top_values, (active.len(), k), &Device::Cpu)?;
-            let probs = decider.probabilities(&pass.hidden_states, &top_values)?;
-            let mut hard: Vec<(usize, f32)> = Vec::new();
-            for ((&i, &p), &pos) in active.iter().zip(&probs).zip(&positions) {
-                tokens[i].decider_probs.push(p);
-                let forced = opts.policy.forced_hard_rate.is_some_and(|f| f.is_hard(pos));
-                if p > threshold || forced {
-                    hard.push((i, p));
+
+            // 2. The LM head, only for the rows whose logits something reads;
+            //    logits accumulate and each row keeps its top entries.
+            let top_len = decider_k.max(soft_k);
+            let rows: Vec<usize> = (0..active.len())
+                .filter(|&r| top_len > 0 || keep(active[r]))
+                .collect();
+            let tops =
+                self.accumulate_logits(&pass.hidden, &active, &rows, &mut cum, top_len, &retain)?;
+
+            // 3. The decider reads this pass's hidden states and top-k logits.
+            let mut probs = vec![f32::INFINITY; active.len()];
+            if let Some(decider) = decider {
+                let mut top_values = Vec::with_capacity(active.len() * decider_k);
+                for top in &tops {
+                    top_values.extend(top.iter().take(decider_k).map(|&(_, v)| v));
+                }
+                let top_values =
+                    Tensor::from_vec(top_values, (active.len(), decider_k), &Device::Cpu)?;
+                probs = decider.probabilities(&pass.hidden_states, &top_values)?;
+                for (&i, &p) in active.iter().zip(&probs) {
+                    tokens[i].decider_probs.push(p);
                 }
             }
-            // 3. Over budget, drop the least confident hard tokens first.
+            if !deeper_possible {
+                break;
+            }
+            let mut hard: Vec<(usize, usize, f32)> = Vec::new();
+            for (r, (&i, &pos)) in active.iter().zip(&positions).enumerate() {
+                let forced = opts.policy.forced_hard_rate.is_some_and(|f| f.is_hard(pos));
+                if mode == IterationMode::Always || probs[r] > threshold || forced {
+                    hard.push((r, i, probs[r]));
+                }
+            }
+            // 4. Over budget, drop the least confident hard tokens first.
             if depth == 1 {
                 if let Some(max) = opts.max_hard {
                     if hard.len() > max {
-                        hard.sort_by(|a, b| b.1.total_cmp(&a.1));
+                        hard.sort_by(|a, b| b.2.total_cmp(&a.2));
                         hard.truncate(max);
-                        hard.sort_by_key(|&(i, _)| i);
+                        hard.sort_by_key(|&(r, _, _)| r);
                     }
                 }
             }
             // Tokens that stopped keep their logits only if the caller wants them.
-            let next: Vec<usize> = hard.into_iter().map(|(i, _)| i).collect();
+            let next: Vec<usize> = hard.iter().map(|&(_, i, _)| i).collect();
             for &i in &active {
                 if next.binary_search(&i).is_err() && !keep(i) {
                     cum[i] = None;
@@ -241,12 +264,11 @@ impl TahModel {
                 break;
             }
 
-            // 4. Soft embedding of the hard tokens' top-k cumulative logits.
-            let k_in = self.soft_topk();
-            let mut soft_ids = Vec::with_capacity(next.len() * k_in);
-            let mut soft_weights = Vec::with_capacity(next.len() * k_in);
-            for &i in &next {
-                let top = top_k(cum[i].as_deref().unwrap_or_default(), k_in);
+            // 5. Soft embedding of the hard tokens' top-k cumulative logits.
+            let mut soft_ids = Vec::with_capacity(next.len() * soft_k);
+            let mut soft_weights = Vec::with_capacity(next.len() * soft_k);
+            for &(r, _, _) in &hard {
+                let top = &tops[r][..soft_k.min(tops[r].len())];
                 let max = top.first().map_or(0.0, |t| t.1);
                 let exps: Vec<f32> = top.iter().map(|&(_, v)| (v - max).exp()).collect();
                 let sum: f32 = exps.iter().sum();
@@ -256,7 +278,7 @@ impl TahModel {
             input = self
                 .net
                 .embedding()
-                .soft_embedding(&soft_ids, &soft_weights, k_in)?;
+                .soft_embedding(&soft_ids, &soft_weights, soft_k)?;
             active = next;
         }
 
@@ -265,5 +287,82 @@ impl TahModel {
             .map(|i| cum[i].take().unwrap_or_default())
             .collect();
         Ok(ChunkOutput { tokens, logits })
+    }
+
+    /// Applies the LM head to `hidden`'s rows `rows` (indices into `active`),
+    /// adds the logits to each token's running sum, and returns every
+    /// active row's `top_len` largest cumulative logits (empty for rows not
+    /// computed). A row's full sum is stored back in `cum` only where
+    /// `retain` says so; the LM head streams in panels, so a long chunk never
+    /// holds a `[rows, vocab]` matrix.
+    fn accumulate_logits(
+        &self,
+        hidden: &Tensor,
+        active: &[usize],
+        rows: &[usize],
+        cum: &mut [Option<Vec<f32>>],
+        top_len: usize,
+        retain: &dyn Fn(usize) -> bool,
+    ) -> Result<Vec<Vec<(u32, f32)>>> {
+        let mut tops = vec![Vec::new(); active.len()];
+        if rows.is_empty() {
+            return Ok(tops);
+        }
+        let vocab = self.net.config().vocab_size;
+        let hidden = if rows.len() == active.len() {
+            hidden.clone()
+        } else {
+            let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
+            hidden.index_select(&Tensor::from_vec(index, rows.len(), hidden.device())?, 0)?
+        };
+        // Per computed row: its running sum (taken out of `cum`, or a zeroed
+        // row where it must be retained) and its top entries so far.
+        let mut sums: Vec<Option<Vec<f32>>> = rows
+            .iter()
+            .map(|&r| {
+                let i = active[r];
+                cum[i]
+                    .take()
+                    .or_else(|| retain(i).then(|| vec![0f32; vocab]))
+            })
+            .collect();
+        let mut row_tops: Vec<TopK> = rows.iter().map(|_| TopK::new(top_len)).collect();
+        self.net
+            .lm_head()
+            .forward_panels(&hidden, &mut |first, block| {
+                let width = block.len() / rows.len();
+                if width == 0 {
+                    return Ok(());
+                }
+                for ((sum, top), values) in sums
+                    .iter_mut()
+                    .zip(&mut row_tops)
+                    .zip(block.chunks_exact(width))
+                {
+                    match sum {
+                        Some(sum) => {
+                            // The LM head must have one row per vocabulary entry.
+                            let sum = sum.get_mut(first..first + width).ok_or_else(|| {
+                                Error::InvalidArgument(format!(
+                                    "LM head rows {first}..{} exceed the vocabulary ({vocab})",
+                                    first + width
+                                ))
+                            })?;
+                            sum.iter_mut().zip(values).for_each(|(s, v)| *s += v);
+                            top.extend(first, sum);
+                        }
+                        None => top.extend(first, values),
+                    }
+                }
+                Ok(())
+            })?;
+        for ((&r, sum), top) in rows.iter().zip(sums).zip(row_tops) {
+            let i = active[r];
+            if retain(i) {
+                cum[i] = sum;
+            }
+            tops[r] = top.into_sorted();
+        }
+        Ok(tops)
     }
 }

@@ -11,13 +11,131 @@
 
 use rayon::prelude::*;
 
+use crate::matmul::{axpy, dot};
+
 use crate::error::{Error, Result};
 
-/// K and V rows of one layer at one depth, laid out `[entry][kv_head][head_dim]`.
-#[derive(Clone, Debug, Default)]
+/// How K/V vectors are stored.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvPrecision {
+    /// Exact (4 bytes per value).
+    #[default]
+    F32,
+    /// Half precision (2 bytes per value).
+    F16,
+    /// 8-bit: every head vector quantized symmetrically with its own f32
+    /// scale (1 byte per value + 4 bytes per vector).
+    Q8,
+}
+
+impl std::str::FromStr for KvPrecision {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "f32" => Ok(KvPrecision::F32),
+            "f16" => Ok(KvPrecision::F16),
+            "q8" => Ok(KvPrecision::Q8),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown KV cache precision `{other}` (f32, f16, q8)"
+            ))),
+        }
+    }
+}
+
+/// A growable list of `head_dim`-long vectors in one [`KvPrecision`].
+#[derive(Clone, Debug)]
+enum VectorStore {
+    F32(Vec<f32>),
+    F16(Vec<half::f16>),
+    Q8 { values: Vec<i8>, scales: Vec<f32> },
+}
+
+impl VectorStore {
+    fn new(precision: KvPrecision) -> Self {
+        match precision {
+            KvPrecision::F32 => VectorStore::F32(Vec::new()),
+            KvPrecision::F16 => VectorStore::F16(Vec::new()),
+            KvPrecision::Q8 => VectorStore::Q8 {
+                values: Vec::new(),
+                scales: Vec::new(),
+            },
+        }
+    }
+
+    /// Appends `rows` (whole vectors of `head_dim`).
+    fn extend(&mut self, rows: &[f32], head_dim: usize) {
+        match self {
+            VectorStore::F32(v) => v.extend_from_slice(rows),
+            VectorStore::F16(v) => v.extend(rows.iter().map(|&x| half::f16::from_f32(x))),
+            VectorStore::Q8 { values, scales } => {
+                for vector in rows.chunks_exact(head_dim) {
+                    let max = vector.iter().fold(0f32, |m, x| m.max(x.abs()));
+                    let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
+                    scales.push(scale);
+                    values.extend(vector.iter().map(|&x| (x / scale).round() as i8));
+                }
+            }
+        }
+    }
+
+    /// Keeps the first `vectors` vectors.
+    fn truncate(&mut self, vectors: usize, head_dim: usize) {
+        match self {
+            VectorStore::F32(v) => v.truncate(vectors * head_dim),
+            VectorStore::F16(v) => v.truncate(vectors * head_dim),
+            VectorStore::Q8 { values, scales } => {
+                values.truncate(vectors * head_dim);
+                scales.truncate(vectors);
+            }
+        }
+    }
+
+    /// Vector `index` as f32: borrowed, or widened into `scratch`.
+    fn vector<'a>(&'a self, index: usize, scratch: &'a mut [f32]) -> &'a [f32] {
+        let head_dim = scratch.len();
+        let range = index * head_dim..(index + 1) * head_dim;
+        match self {
+            VectorStore::F32(v) => &v[range],
+            VectorStore::F16(v) => {
+                for (s, x) in scratch.iter_mut().zip(&v[range]) {
+                    *s = x.to_f32();
+                }
+                scratch
+            }
+            VectorStore::Q8 { values, scales } => {
+                let scale = scales[index];
+                for (s, &x) in scratch.iter_mut().zip(&values[range]) {
+                    *s = x as f32 * scale;
+                }
+                scratch
+            }
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            VectorStore::F32(v) => v.len() * 4,
+            VectorStore::F16(v) => v.len() * 2,
+            VectorStore::Q8 { values, scales } => values.len() + scales.len() * 4,
+        }
+    }
+}
+
+/// K and V vectors of one layer at one depth, laid out `[entry][kv_head]`.
+#[derive(Clone, Debug)]
 struct DepthRows {
-    keys: Vec<f32>,
-    values: Vec<f32>,
+    keys: VectorStore,
+    values: VectorStore,
+}
+
+impl DepthRows {
+    fn new(precision: KvPrecision) -> Self {
+        DepthRows {
+            keys: VectorStore::new(precision),
+            values: VectorStore::new(precision),
+        }
+    }
 }
 
 /// Shape of the cache: fixed by the model.
@@ -38,16 +156,22 @@ pub struct KvCache {
     positions: Vec<Vec<u32>>,
     /// `rows[layer][d - 1]`.
     rows: Vec<Vec<DepthRows>>,
+    precision: KvPrecision,
 }
 
 impl KvCache {
-    pub fn new(shape: KvShape, capacity: usize) -> Self {
+    pub fn new(shape: KvShape, capacity: usize, precision: KvPrecision) -> Self {
         KvCache {
             shape,
             capacity,
             positions: vec![Vec::new(); shape.max_depth],
-            rows: vec![vec![DepthRows::default(); shape.max_depth]; shape.num_layers],
+            rows: vec![vec![DepthRows::new(precision); shape.max_depth]; shape.num_layers],
+            precision,
         }
+    }
+
+    pub fn precision(&self) -> KvPrecision {
+        self.precision
     }
 
     pub fn shape(&self) -> KvShape {
@@ -78,10 +202,13 @@ impl KvCache {
         &self.positions[depth - 1]
     }
 
-    /// Bytes held by K/V rows (what the cache costs in memory).
+    /// Bytes held by K/V vectors (what the cache costs in memory).
     pub fn bytes(&self) -> usize {
-        let row = self.shape.num_kv_heads * self.shape.head_dim * std::mem::size_of::<f32>() * 2;
-        self.positions.iter().map(Vec::len).sum::<usize>() * row * self.shape.num_layers
+        self.rows
+            .iter()
+            .flatten()
+            .map(|r| r.keys.bytes() + r.values.bytes())
+            .sum()
     }
 
     /// Forgets everything (keeps the allocations for reuse).
@@ -91,13 +218,13 @@ impl KvCache {
 
     /// Keeps only positions `< len`, at every depth (prefix reuse, rollback).
     pub fn truncate(&mut self, len: usize) {
-        let row = self.shape.num_kv_heads * self.shape.head_dim;
+        let (heads, head_dim) = (self.shape.num_kv_heads, self.shape.head_dim);
         for (d, positions) in self.positions.iter_mut().enumerate() {
             let keep = positions.partition_point(|&p| (p as usize) < len);
             positions.truncate(keep);
             for layer in &mut self.rows {
-                layer[d].keys.truncate(keep * row);
-                layer[d].values.truncate(keep * row);
+                layer[d].keys.truncate(keep * heads, head_dim);
+                layer[d].values.truncate(keep * heads, head_dim);
             }
         }
     }
@@ -145,9 +272,10 @@ impl KvCache {
     /// Appends the K/V rows (`[n][kv_heads][head_dim]`) of `layer` for the
     /// entries of the pass begun at `depth`.
     pub(crate) fn append(&mut self, layer: usize, depth: usize, keys: &[f32], values: &[f32]) {
+        let head_dim = self.shape.head_dim;
         let rows = &mut self.rows[layer][depth - 1];
-        rows.keys.extend_from_slice(keys);
-        rows.values.extend_from_slice(values);
+        rows.keys.extend(keys, head_dim);
+        rows.values.extend(values, head_dim);
     }
 
     /// Number of entries at each depth <= `depth` that a query at `position`
@@ -192,9 +320,10 @@ impl KvCache {
                 let q_row = &q[qh * head_dim..(qh + 1) * head_dim];
                 let visible = &prefixes[i];
                 let mut scores = Vec::with_capacity(visible.iter().sum());
+                let mut scratch = vec![0f32; head_dim];
                 for (rows, &n) in depth_rows.iter().zip(visible) {
                     for t in 0..n {
-                        let k = &rows.keys[(t * num_kv_heads + kv_head) * head_dim..][..head_dim];
+                        let k = rows.keys.vector(t * num_kv_heads + kv_head, &mut scratch);
                         scores.push(dot(q_row, k) * scale);
                     }
                 }
@@ -204,18 +333,12 @@ impl KvCache {
                 for (rows, &n) in depth_rows.iter().zip(visible) {
                     for t in 0..n {
                         let w = *weights.next().unwrap_or(&0.0);
-                        let v = &rows.values[(t * num_kv_heads + kv_head) * head_dim..][..head_dim];
-                        for (o, &x) in out_row.iter_mut().zip(v) {
-                            *o += w * x;
-                        }
+                        let v = rows.values.vector(t * num_kv_heads + kv_head, &mut scratch);
+                        axpy(w, v, out_row);
                     }
                 }
             });
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn softmax_in_place(xs: &mut [f32]) {
@@ -255,7 +378,7 @@ mod tests {
 
     #[test]
     fn duo_causal_mask_sees_earlier_positions_at_lower_or_equal_depth() {
-        let mut cache = KvCache::new(shape(3), 64);
+        let mut cache = KvCache::new(shape(3), 64, KvPrecision::F32);
         pass(&mut cache, 1, &[0, 1, 2, 3, 4, 5]);
         pass(&mut cache, 2, &[1, 3, 4]);
         pass(&mut cache, 3, &[3]);
@@ -271,7 +394,7 @@ mod tests {
 
     #[test]
     fn begin_pass_rejects_inconsistent_positions() {
-        let mut cache = KvCache::new(shape(2), 4);
+        let mut cache = KvCache::new(shape(2), 4, KvPrecision::F32);
         pass(&mut cache, 1, &[0, 1]);
         assert!(cache.begin_pass(1, &[1]).is_err(), "not after cached");
         assert!(cache.begin_pass(2, &[1, 0]).is_err(), "not ascending");
@@ -288,7 +411,7 @@ mod tests {
 
     #[test]
     fn truncate_drops_positions_at_every_depth() {
-        let mut cache = KvCache::new(shape(2), 64);
+        let mut cache = KvCache::new(shape(2), 64, KvPrecision::F32);
         pass(&mut cache, 1, &[0, 1, 2, 3]);
         pass(&mut cache, 2, &[0, 2, 3]);
         let bytes_before = cache.bytes();
@@ -318,7 +441,7 @@ mod tests {
         let row = shape.num_kv_heads * shape.head_dim;
         let value =
             |p: u32, d: usize, j: usize| ((p as f32 + 1.3 * d as f32) * (j as f32 + 0.7)).sin();
-        let mut cache = KvCache::new(shape, 16);
+        let mut cache = KvCache::new(shape, 16, KvPrecision::F32);
         let keys_of = |depth: usize, ps: &[u32], cache: &mut KvCache| {
             cache.begin_pass(depth, ps).unwrap();
             let k: Vec<f32> = ps
@@ -350,10 +473,12 @@ mod tests {
                         if !allowed {
                             continue;
                         }
-                        let k = &cache.rows[0][dd - 1].keys[slot * row + g * 4..][..4];
-                        let v = &cache.rows[0][dd - 1].values[slot * row + g * 4..][..4];
-                        logits.push(dot(qh, k) / 2.0);
-                        vals.push(v.to_vec());
+                        let rows = &cache.rows[0][dd - 1];
+                        let index = slot * shape.num_kv_heads + g;
+                        let k = rows.keys.vector(index, &mut [0.0; 4]).to_vec();
+                        let v = rows.values.vector(index, &mut [0.0; 4]).to_vec();
+                        logits.push(dot(qh, &k) / 2.0);
+                        vals.push(v);
                     }
                 }
                 softmax_in_place(&mut logits);

@@ -8,6 +8,7 @@
 pub mod chat_template;
 pub mod config;
 pub mod decider;
+pub mod device;
 pub mod embedding;
 pub mod error;
 pub mod eval;
@@ -30,7 +31,7 @@ pub mod weights;
 pub use chat_template::{ChatMessage, Role};
 pub use error::{Error, GgufProblem, Result};
 pub use iteration::{ChunkOptions, ChunkOutput, IterationMode, IterationPolicy, KeepLogits};
-pub use kv_cache::KvCache;
+pub use kv_cache::{KvCache, KvPrecision};
 pub use session::{
     CancelHandle, GenerationConfig, GenerationResult, GenerationStats, Prompt, StopReason,
     TahSession, TokenEvent,

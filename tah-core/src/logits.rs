@@ -24,28 +24,53 @@ impl Ord for Scored {
     }
 }
 
-/// The `k` largest entries of `row` as `(id, value)`, descending. One pass with
-/// a size-k min-heap: O(V log k) worst case, O(V) typically, no full sort.
-pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let k = k.min(row.len());
-    if k == 0 {
-        return Vec::new();
+/// The `k` largest entries of a row fed in pieces (e.g. one LM-head panel
+/// at a time), with a size-k min-heap: O(V log k) worst case, O(V)
+/// typically, no full sort and no copy of the row.
+pub struct TopK {
+    k: usize,
+    heap: BinaryHeap<Reverse<Scored>>,
+}
+
+impl TopK {
+    pub fn new(k: usize) -> Self {
+        TopK {
+            k,
+            heap: BinaryHeap::with_capacity(k + 1),
+        }
     }
-    let mut heap: BinaryHeap<Reverse<Scored>> = BinaryHeap::with_capacity(k + 1);
-    for (id, &v) in row.iter().enumerate() {
-        let item = Scored(v, id as u32);
-        if heap.len() < k {
-            heap.push(Reverse(item));
-        } else if let Some(Reverse(min)) = heap.peek() {
-            if item > *min {
-                heap.pop();
-                heap.push(Reverse(item));
+
+    /// Offers `values`, the entries with ids `first_id..`.
+    pub fn extend(&mut self, first_id: usize, values: &[f32]) {
+        if self.k == 0 {
+            return;
+        }
+        for (id, &v) in (first_id..).zip(values) {
+            let item = Scored(v, id as u32);
+            if self.heap.len() < self.k {
+                self.heap.push(Reverse(item));
+            } else if let Some(Reverse(min)) = self.heap.peek() {
+                if item > *min {
+                    self.heap.pop();
+                    self.heap.push(Reverse(item));
+                }
             }
         }
     }
-    let mut out: Vec<Scored> = heap.into_iter().map(|Reverse(s)| s).collect();
-    out.sort_by(|a, b| b.cmp(a));
-    out.into_iter().map(|Scored(v, id)| (id, v)).collect()
+
+    /// `(id, value)` pairs, descending.
+    pub fn into_sorted(self) -> Vec<(u32, f32)> {
+        let mut out: Vec<Scored> = self.heap.into_iter().map(|Reverse(s)| s).collect();
+        out.sort_by(|a, b| b.cmp(a));
+        out.into_iter().map(|Scored(v, id)| (id, v)).collect()
+    }
+}
+
+/// The `k` largest entries of `row` as `(id, value)`, descending.
+pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let mut top = TopK::new(k.min(row.len()));
+    top.extend(0, row);
+    top.into_sorted()
 }
 
 /// `log(sum(exp(row)))`, computed in f64.
@@ -75,6 +100,16 @@ mod tests {
         assert!(top_k(&row, 0).is_empty());
         assert_eq!(argmax(&row), Some(2));
         assert_eq!(argmax(&[]), None);
+    }
+
+    #[test]
+    fn top_k_in_pieces_equals_one_pass() {
+        let row: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 613) as f32 * 0.5).collect();
+        let mut pieces = TopK::new(37);
+        for (start, piece) in (0..).step_by(128).zip(row.chunks(128)) {
+            pieces.extend(start, piece);
+        }
+        assert_eq!(pieces.into_sorted(), top_k(&row, 37));
     }
 
     #[test]

@@ -7,50 +7,77 @@
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// Up to this many input rows use the dot-product path.
-const FEW_ROWS: usize = 4;
+pub(crate) const FEW_ROWS: usize = 4;
 /// Output columns per parallel task.
 const COLUMNS_PER_TASK: usize = 256;
+
+/// A weight matrix `[out, in]` read one row at a time as f32.
+pub(crate) trait WeightRows: Sync {
+    /// Row `j`, borrowed or written into `scratch` (`in` floats).
+    fn row<'a>(&'a self, j: usize, scratch: &'a mut [f32]) -> Result<&'a [f32]>;
+}
+
+/// A row-major f32 matrix in memory.
+struct DenseRows<'w> {
+    data: &'w [f32],
+    in_dim: usize,
+}
+
+impl WeightRows for DenseRows<'_> {
+    fn row<'a>(&'a self, j: usize, _scratch: &'a mut [f32]) -> Result<&'a [f32]> {
+        self.data
+            .get(j * self.in_dim..(j + 1) * self.in_dim)
+            .ok_or_else(|| Error::InvalidArgument(format!("weight row {j} out of its storage")))
+    }
+}
 
 /// `x` (`[n, in]`) times the transpose of `weight` (`[out, in]`).
 pub fn dense_matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (rows, in_dim) = x.dims2()?;
     if rows <= FEW_ROWS && weight.dtype() == DType::F32 && weight.is_contiguous() {
-        return few_rows(x, weight, rows, in_dim);
+        let out_dim = weight.dim(0)?;
+        let (storage, layout) = weight.storage_and_layout();
+        if let candle_core::Storage::Cpu(cpu) = &*storage {
+            let data = cpu
+                .as_slice::<f32>()?
+                .get(layout.start_offset()..layout.start_offset() + out_dim * in_dim)
+                .ok_or_else(|| Error::InvalidArgument("weight view out of its storage".into()))?;
+            let x = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            return few_rows_matmul_t(&x, rows, out_dim, &DenseRows { data, in_dim });
+        }
     }
     Ok(x.matmul(&weight.t()?)?)
 }
 
-fn few_rows(x: &Tensor, weight: &Tensor, rows: usize, in_dim: usize) -> Result<Tensor> {
-    let out_dim = weight.dim(0)?;
-    let x = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-    let (storage, layout) = weight.storage_and_layout();
-    let candle_core::Storage::Cpu(cpu) = &*storage else {
-        return Ok(Tensor::from_vec(x, (rows, in_dim), weight.device())?.matmul(&weight.t()?)?);
-    };
-    let w = cpu
-        .as_slice::<f32>()?
-        .get(layout.start_offset()..layout.start_offset() + out_dim * in_dim)
-        .ok_or_else(|| {
-            crate::error::Error::InvalidArgument("weight view out of its storage".into())
-        })?;
+/// `x` (`rows` rows of `in` floats) times the transpose of `weight`
+/// (`out_dim` rows), reading every weight row once.
+pub(crate) fn few_rows_matmul_t(
+    x: &[f32],
+    rows: usize,
+    out_dim: usize,
+    weight: &impl WeightRows,
+) -> Result<Tensor> {
+    let in_dim = x.len() / rows.max(1);
     // Column-major result: each task owns a block of output columns (all
     // rows), so tasks never share an output element.
     let mut by_column = vec![0f32; out_dim * rows];
     by_column
         .par_chunks_mut(COLUMNS_PER_TASK * rows)
         .enumerate()
-        .for_each(|(task, block)| {
+        .try_for_each(|(task, block)| -> Result<()> {
+            let mut scratch = vec![0f32; in_dim];
             for (c, cell) in block.chunks_mut(rows).enumerate() {
-                let w_row = &w[(task * COLUMNS_PER_TASK + c) * in_dim..][..in_dim];
+                let w_row = weight.row(task * COLUMNS_PER_TASK + c, &mut scratch)?;
                 for (r, value) in cell.iter_mut().enumerate() {
                     *value = dot(&x[r * in_dim..][..in_dim], w_row);
                 }
             }
-        });
-    let out = Tensor::from_vec(by_column, (out_dim, rows), weight.device())?;
+            Ok(())
+        })?;
+    let out = Tensor::from_vec(by_column, (out_dim, rows), &candle_core::Device::Cpu)?;
     Ok(if rows == 1 {
         out.reshape((1, out_dim))?
     } else {
@@ -58,9 +85,35 @@ fn few_rows(x: &Tensor, weight: &Tensor, rows: usize, in_dim: usize) -> Result<T
     })
 }
 
+/// `out += w * x`, using AVX2 + FMA when the CPU has them.
+pub(crate) fn axpy(w: f32, x: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
+            // SAFETY: the CPU supports the features the function is compiled for.
+            return unsafe { axpy_avx2(w, x, out) };
+        }
+    }
+    axpy_portable(w, x, out)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn axpy_avx2(w: f32, x: &[f32], out: &mut [f32]) {
+    axpy_portable(w, x, out)
+}
+
+#[inline(always)]
+fn axpy_portable(w: f32, x: &[f32], out: &mut [f32]) {
+    for (o, &v) in out.iter_mut().zip(x) {
+        *o = w.mul_add(v, *o);
+    }
+}
+
 /// Dot product, using AVX2 + FMA when the CPU has them (the portable build
 /// targets baseline x86-64; ARM builds get NEON from the target itself).
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     {
         if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")

@@ -5,7 +5,7 @@
 //! weights; every depth >= 2 adds the LoRA adapter. K/V go into the shared
 //! [`KvCache`] at (position, depth) and attention is duo-causal.
 
-use candle_core::{Tensor, D};
+use candle_core::Tensor;
 
 use crate::config::{LoraConfig, Qwen3Config};
 use crate::embedding::Embedding;
@@ -287,10 +287,11 @@ impl DecoderLayer {
     }
 }
 
-/// What one pass returns: the logits of every input row and the hidden states
-/// the decider asked for (Hugging Face `output_hidden_states` numbering).
+/// What one pass returns: the final (normed) hidden state of every input row,
+/// ready for the LM head, and the hidden states the decider asked for
+/// (Hugging Face `output_hidden_states` numbering).
 pub struct PassOutput {
-    pub logits: Tensor,
+    pub hidden: Tensor,
     pub hidden_states: Vec<Tensor>,
 }
 
@@ -354,8 +355,14 @@ impl Model {
         }
     }
 
-    /// One pass at `depth` over input rows `x` (`[n, hidden]`) at `positions`.
-    /// `capture` lists the hidden-state indices to return (0 = input,
+    /// The LM head (`[vocab, hidden]`). The caller applies it to the rows
+    /// whose logits it needs: a long prefill chunk usually needs few.
+    pub fn lm_head(&self) -> &Matrix {
+        &self.lm_head
+    }
+
+    /// One pass at `depth` over input rows `x` (`[n, hidden]`) at `positions`,
+    /// up to the final norm. `capture` lists the hidden-state indices to return (0 = input,
     /// i = after layer i, num_layers = final-normed output).
     pub fn forward(
         &self,
@@ -390,17 +397,15 @@ impl Model {
                 keep(i + 1, &h);
             }
         }
-        // 3. Final norm (hidden state L), then the LM head.
+        // 3. Final norm (hidden state L); the LM head is the caller's.
         let h = self.norm.forward(&h)?;
         keep(num_layers, &h);
-        let logits = self.lm_head.forward(&h)?;
         let hidden_states = captured
             .into_iter()
             .map(|t| t.ok_or_else(|| Error::InvalidArgument("hidden state not captured".into())))
             .collect::<Result<Vec<_>>>()?;
-        debug_assert_eq!(logits.dim(D::Minus1)?, self.cfg.vocab_size);
         Ok(PassOutput {
-            logits,
+            hidden: h,
             hidden_states,
         })
     }

@@ -231,6 +231,7 @@ impl TahSession {
             keep: KeepLogits::Last,
             max_hard: None,
             cancel: Some(cancel.flag()),
+            probe_decider: false,
         };
         let budget = config.hard_token_budget;
 
@@ -325,7 +326,14 @@ impl TahSession {
         self.tokens.extend_from_slice(ids);
         tally.record(&out.tokens, self.cache.bytes());
         let depth = out.tokens.last().map_or(1, |t| t.iter_count) as u32;
-        Ok((out.logits.pop().unwrap_or_default(), depth))
+        let logits = out.logits.pop().unwrap_or_default();
+        // NaN logits would otherwise be sampled as "the top token" forever.
+        if logits.iter().any(|x| !x.is_finite()) {
+            return Err(Error::NonFiniteLogits {
+                position: self.tokens.len() - 1,
+            });
+        }
+        Ok((logits, depth))
     }
 
     fn truncate(&mut self, len: usize) {

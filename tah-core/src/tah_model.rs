@@ -11,7 +11,7 @@ use crate::decider::{bf16_threshold, Decider, DeciderFile};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
 use crate::iteration::{IterationMode, IterationPolicy};
-use crate::kv_cache::KvCache;
+use crate::kv_cache::{KvCache, KvPrecision};
 use crate::model::{LoraWeights, Model};
 use crate::tokenizer::TahTokenizer;
 use crate::weights::{SafetensorsSource, WeightBuilder, WeightSource};
@@ -24,6 +24,9 @@ pub struct LoadOptions {
     /// Context length of sessions (default: the model's
     /// `max_position_embeddings`).
     pub context_length: Option<usize>,
+    /// How sessions' KV caches store K/V (default f32; `q8` takes about a
+    /// quarter of the memory).
+    pub kv_precision: KvPrecision,
 }
 
 pub struct TahModel {
@@ -35,6 +38,7 @@ pub struct TahModel {
     chat_template: Option<ChatTemplate>,
     eos_token_ids: Vec<u32>,
     context_length: usize,
+    kv_precision: KvPrecision,
     /// Wall time of [`TahModel::load`], reported in generation stats.
     load_ms: f64,
     notice: Option<String>,
@@ -98,6 +102,7 @@ impl TahModel {
             chat_template: parts.chat_template,
             eos_token_ids,
             context_length,
+            kv_precision: options.kv_precision,
             load_ms: 0.0,
             notice: parts.notice,
         })
@@ -155,7 +160,11 @@ impl TahModel {
 
     /// A fresh KV cache for one conversation.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(self.net.kv_shape(self.max_iter), self.context_length)
+        KvCache::new(
+            self.net.kv_shape(self.max_iter),
+            self.context_length,
+            self.kv_precision,
+        )
     }
 
     /// The threshold `policy` amounts to: `never` is 1.0 and `always` -1.0,

@@ -134,6 +134,7 @@ pub fn trace(model: &TahModel, request: &TraceRequest) -> Result<Trace> {
         keep: KeepLogits::All,
         max_hard: None,
         cancel: None,
+        probe_decider: true,
     };
     let mut prefill = PrefillTrace {
         iter_count: Vec::new(),

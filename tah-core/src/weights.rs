@@ -30,6 +30,22 @@ impl Matrix {
             Matrix::Mapped(m) => m.forward(x),
         }
     }
+
+    /// `x @ W^T` delivered as column panels: `visit(first_column, block)`
+    /// with `block` the `[n, width]` row-major product with a band of
+    /// weight rows. Many-row products with a mapped matrix never hold more
+    /// than one panel (the LM head of a long prefill chunk), the others
+    /// arrive as a single panel.
+    pub fn forward_panels(
+        &self,
+        x: &Tensor,
+        visit: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        match self {
+            Matrix::Mapped(m) if x.dim(0)? > crate::matmul::FEW_ROWS => m.forward_panels(x, visit),
+            _ => visit(0, &self.forward(x)?.flatten_all()?.to_vec1::<f32>()?),
+        }
+    }
 }
 
 /// A store of named tensors (one checkpoint file, or a GGUF model file).

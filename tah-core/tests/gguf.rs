@@ -4,35 +4,15 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use common::check::{as_u32s, check_case, mode_of, MaxDiff};
+use common::check::{check_case, Agreement, MaxDiff};
+use common::gguf::{GgufParts, TempFile};
 use common::{fixture_dir, fixture_names, tokenizer_path};
 use serde_json::Value as Json;
-use tah_core::gguf::writer::{write_gguf, TensorEntry};
 use tah_core::gguf::{convert, ConvertOptions, ConvertSummary, GgufFile, Quant, Value};
 use tah_core::trace::{trace, TraceInput, TraceRequest};
 use tah_core::{Error, GgufProblem, IterationMode, IterationPolicy, LoadOptions, TahModel};
-
-/// A file in the temp dir, removed when dropped.
-struct TempFile(PathBuf);
-
-impl TempFile {
-    fn new(label: &str) -> Self {
-        static COUNTER: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        let n = COUNTER.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        TempFile(std::env::temp_dir().join(format!(
-            "tah-gguf-test-{}-{n}-{label}.gguf",
-            std::process::id()
-        )))
-    }
-}
-
-impl Drop for TempFile {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_file(&self.0);
-    }
-}
 
 fn convert_fixture(name: &str, quant: Quant) -> (TempFile, ConvertSummary) {
     let out = TempFile::new(&format!("{name}-{quant:?}"));
@@ -81,12 +61,6 @@ fn f32_and_f16_gguf_match_the_reference() {
 
 /// Per-position agreement of a quantized file with the f32 file, teacher
 /// forced on the f32 run's tokens so every position sees the same input.
-#[derive(Default)]
-struct Agreement {
-    top1: (usize, usize),
-    decisions: (usize, usize),
-}
-
 fn agreement(quant: Quant) -> Agreement {
     let mut total = Agreement::default();
     for fixture in fixture_names() {
@@ -95,44 +69,9 @@ fn agreement(quant: Quant) -> Agreement {
         println!("{fixture} {quant:?}: {summary:?}");
         let (reference, quantized) = (load(&f32_file.0), load(&q_file.0));
         assert!(quantized.embedding().is_mapped());
-        for case in expected(&fixture)["cases"].as_array().unwrap() {
-            let mut ids = as_u32s(&case["input_ids"]);
-            ids.extend(as_u32s(&case["decode"]["tokens"]));
-            let request = TraceRequest {
-                input: TraceInput::Ids(ids),
-                new_tokens: 0,
-                split: None,
-                policy: IterationPolicy {
-                    mode: mode_of(case),
-                    ..Default::default()
-                },
-            };
-            let (a, b) = (
-                trace(&reference, &request).unwrap(),
-                trace(&quantized, &request).unwrap(),
-            );
-            for (x, y) in a.prefill.top.iter().zip(&b.prefill.top) {
-                total.top1.0 += usize::from(x[0].0 == y[0].0);
-                total.top1.1 += 1;
-            }
-            if case["mode"].as_str() == Some("tah") {
-                for (x, y) in a.prefill.iter_count.iter().zip(&b.prefill.iter_count) {
-                    total.decisions.0 += usize::from(x == y);
-                    total.decisions.1 += 1;
-                }
-            }
-        }
+        total.add(&reference, &quantized, &expected(&fixture));
     }
-    let pct = |(a, n): (usize, usize)| 100.0 * a as f64 / n as f64;
-    println!(
-        "{quant:?} vs f32: top-1 agrees at {}/{} positions ({:.2}%), decider decisions at {}/{} ({:.2}%)",
-        total.top1.0,
-        total.top1.1,
-        pct(total.top1),
-        total.decisions.0,
-        total.decisions.1,
-        pct(total.decisions)
-    );
+    total.report(&format!("{quant:?} vs f32"));
     total
 }
 
@@ -182,32 +121,13 @@ fn rewrite(
     extra: Vec<(String, Value)>,
     keep_tensor: impl Fn(&str) -> bool,
 ) {
-    let file = GgufFile::open(src).unwrap();
-    let mut meta: Vec<(String, Value)> = file
-        .metadata()
-        .iter()
-        .filter(|(k, _)| keep_key(k) && !extra.iter().any(|(e, _)| e == *k))
-        .map(|(k, v)| (k.clone(), v.clone()))
-        .collect();
-    meta.extend(extra);
-    let mut names: Vec<&str> = file.tensor_names().filter(|n| keep_tensor(n)).collect();
-    names.sort();
-    let entries: Vec<TensorEntry> = names
-        .iter()
-        .map(|n| {
-            let info = file.tensor_info(n).unwrap();
-            TensorEntry {
-                name: n.to_string(),
-                dtype: info.dtype,
-                shape: info.shape.clone(),
-            }
-        })
-        .collect();
-    let mut out = std::io::BufWriter::new(std::fs::File::create(dst).unwrap());
-    write_gguf(dst, &mut out, &meta, &entries, |i| {
-        Ok(file.tensor_bytes(names[i]).unwrap().to_vec())
-    })
-    .unwrap();
+    let mut parts = GgufParts::read(src);
+    parts.remove_keys(|k| !keep_key(k));
+    for (key, value) in extra {
+        parts.set(&key, value);
+    }
+    parts.remove_tensors(|n| !keep_tensor(n));
+    parts.write(dst);
 }
 
 #[test]

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use common::malformed::{check, Expect};
 use serde_json::Value;
 use tah_core::{Error, LoadOptions, TahModel};
 
@@ -86,36 +87,6 @@ fn copy_dir(from: &Path, to: &Path) {
             std::fs::copy(&path, &target).unwrap();
         }
     }
-}
-
-/// The kind of error a case must produce, plus a fragment of its message.
-#[derive(Debug)]
-enum Expect {
-    Io,
-    Malformed(&'static str),
-    Missing(&'static str),
-    Shape(&'static str),
-    Dtype,
-    Config(&'static str),
-}
-
-fn check(label: &str, result: Result<TahModel, Error>, expect: &Expect) -> String {
-    let err = match result {
-        Ok(_) => panic!("{label}: loaded a malformed model"),
-        Err(e) => e,
-    };
-    let message = err.to_string();
-    let ok = match (expect, &err) {
-        (Expect::Io, Error::Io { .. }) => true,
-        (Expect::Malformed(s), Error::MalformedFile { .. }) => message.contains(s),
-        (Expect::Missing(s), Error::MissingTensor { name, .. }) => name.contains(s),
-        (Expect::Shape(s), Error::ShapeMismatch { name, .. }) => name.contains(s),
-        (Expect::Dtype, Error::UnsupportedDtype { .. }) => true,
-        (Expect::Config(s), Error::InvalidConfig { .. }) => message.contains(s),
-        _ => false,
-    };
-    assert!(ok, "{label}: expected {expect:?}, got {err:?}");
-    message
 }
 
 type Mutation = Box<dyn Fn(&Scratch)>;
@@ -364,6 +335,43 @@ fn cases() -> Vec<(&'static str, Mutation, Expect)> {
             Expect::Config("200000"),
         ),
     ];
+    cases.extend([
+        (
+            "tah_config.json not JSON",
+            Box::new(|s: &Scratch| std::fs::write(s.path("tah_config.json"), "[1,").unwrap())
+                as Mutation,
+            Expect::Malformed("tah_config.json"),
+        ),
+        (
+            "NaN LoRA weights",
+            Box::new(|s: &Scratch| {
+                s.edit_tensors("lora/adapter_model.safetensors", |t| {
+                    let n = "base_model.model.model.layers.3.mlp.down_proj.lora_A.weight";
+                    let x = (&t[n].to_dtype(DType::F32).unwrap() * f64::NAN).unwrap();
+                    t.insert(n.into(), x);
+                })
+            }),
+            Expect::Malformed("NaN"),
+        ),
+        (
+            "adapter_model.safetensors truncated",
+            Box::new(|s: &Scratch| {
+                s.edit_bytes("lora/adapter_model.safetensors", |b| {
+                    b.truncate(b.len() / 2)
+                })
+            }),
+            Expect::Malformed("adapter_model.safetensors"),
+        ),
+    ]);
+    // Flipped bytes in the decider archive: in the zip headers, the pickle,
+    // the tensor data (the zip's CRC-32 catches what the parser would not).
+    for at in [0usize, 200, 1000, 12_000, 39_950] {
+        cases.push((
+            "iter_decider.bin byte flipped",
+            Box::new(move |s| s.edit_bytes("iter_decider.bin", |b| b[at] ^= 0x55)),
+            Expect::Malformed("iter_decider.bin"),
+        ));
+    }
     // Truncations of the decider archive and the weights at many offsets.
     for cut in [0usize, 100, 2000, 30_000, 66_000] {
         cases.push((

@@ -327,6 +327,7 @@ fn context_limits_are_explicit() {
     let options = LoadOptions {
         tokenizer: Some(tokenizer_path()),
         context_length: Some(30),
+        ..Default::default()
     };
     let model = Arc::new(TahModel::load(&fixture_dir().join("tiny-d2-a"), &options).unwrap());
     let case = cases("tiny-d2-a")

@@ -10,7 +10,8 @@ use std::any::Any;
 pub enum TahError {
     /// The model could not be loaded: a missing or unreadable file, a malformed
     /// checkpoint, an inconsistent configuration, a tokenizer or chat template
-    /// that failed.
+    /// that failed; or, during a generation, weights that turned out corrupt
+    /// (the network produced NaN or infinite values).
     #[error("model load failed: {reason}")]
     ModelLoad { reason: String },
     /// A caller-supplied value is out of range (a load option, a generation
@@ -60,7 +61,8 @@ impl From<tah_core::Error> for TahError {
             | E::UnsupportedDtype { .. }
             | E::InvalidConfig { .. }
             | E::Tokenizer(_)
-            | E::ChatTemplate(_) => TahError::ModelLoad { reason },
+            | E::ChatTemplate(_)
+            | E::NonFiniteLogits { .. } => TahError::ModelLoad { reason },
             E::InvalidArgument(_) => TahError::InvalidArgument { reason },
             E::ContextOverflow { .. } => TahError::ContextOverflow { reason },
             E::Cancelled => TahError::Cancelled { reason },

@@ -8,17 +8,20 @@
 //! [`TahError::Internal`]. The idiomatic facades (a Kotlin `Flow`, a Swift
 //! `AsyncThrowingStream`) live in `bindings/`.
 
+mod diagnostics;
 mod error;
 mod guard;
 mod model;
 mod records;
 mod session;
 
+pub use diagnostics::diagnostic_panic;
 pub use error::TahError;
 pub use model::{ModelOptions, TahModel};
 pub use records::{
-    default_generation_config, greedy_generation_config, ChatMessage, GenerationConfig,
-    GenerationResult, IterationMode, Prompt, Role, Stats, StopReason, TokenEvent,
+    compute_backends, default_generation_config, greedy_generation_config, ChatMessage,
+    ComputeBackends, GenerationConfig, GenerationResult, IterationMode, Prompt, Role, Stats,
+    StopReason, TokenEvent,
 };
 pub use session::{GenerationHandle, TahSession, TokenListener};
 

@@ -62,6 +62,7 @@ impl TahModel {
             let load_options = tah_core::LoadOptions {
                 tokenizer: options.tokenizer_path.map(PathBuf::from),
                 context_length: options.context_length.map(|n| n as usize),
+                ..Default::default()
             };
             let load = || tah_core::TahModel::load(Path::new(&path), &load_options);
             let engine = match &pool {

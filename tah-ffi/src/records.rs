@@ -288,6 +288,36 @@ impl From<engine::GenerationResult> for GenerationResult {
     }
 }
 
+/// The compute backends of this build of the library.
+#[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
+pub struct ComputeBackends {
+    /// Where the model's tensors live: `"cpu"` (the only device the model
+    /// runs on today).
+    pub model_device: String,
+    /// The library was built with the `metal` feature (candle's Metal
+    /// backend compiled in; Apple builds only).
+    pub metal_compiled: bool,
+    /// A Metal device could be opened (only tried when compiled in). Nothing
+    /// runs on it yet.
+    pub metal_device_available: bool,
+}
+
+impl From<tah_core::device::Backends> for ComputeBackends {
+    fn from(b: tah_core::device::Backends) -> Self {
+        ComputeBackends {
+            model_device: b.model_device.to_owned(),
+            metal_compiled: b.metal_compiled,
+            metal_device_available: b.metal_device_available,
+        }
+    }
+}
+
+/// Which compute backends this build has and which one the model uses.
+#[uniffi::export]
+pub fn compute_backends() -> ComputeBackends {
+    tah_core::device::backends().into()
+}
+
 /// The default generation settings (Qwen3's thinking-mode sampling).
 #[uniffi::export]
 pub fn default_generation_config() -> GenerationConfig {

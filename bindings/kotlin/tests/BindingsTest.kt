@@ -3,8 +3,10 @@
 //   java ... BindingsTestKt <model dir> <tokenizer.json> <cases file>
 // The last line printed is "N passed, N failed".
 
+import ai.tah.sdk.ComputeBackends
 import ai.tah.sdk.GenerationConfig
 import ai.tah.sdk.GenerationResult
+import ai.tah.sdk.GenerationUpdate
 import ai.tah.sdk.IterationMode
 import ai.tah.sdk.ModelOptions
 import ai.tah.sdk.Prompt
@@ -14,31 +16,26 @@ import ai.tah.sdk.TahModel
 import ai.tah.sdk.TahSession
 import ai.tah.sdk.TokenEvent
 import ai.tah.sdk.TokenListener
+import ai.tah.sdk.computeBackends
+import ai.tah.sdk.diagnosticPanic
 import ai.tah.sdk.generateFlow
+import ai.tah.sdk.generateUpdates
 import ai.tah.sdk.greedyGenerationConfig
 import ai.tah.sdk.userPrompt
-import java.io.File
+import ai.tah.testing.Case
+import ai.tah.testing.TestRun
+import ai.tah.testing.assertThrows
+import ai.tah.testing.awaitIdle
+import ai.tah.testing.check
+import ai.tah.testing.readCases
 import java.util.concurrent.CompletableFuture
 import java.util.concurrent.CopyOnWriteArrayList
 import java.util.concurrent.CountDownLatch
 import java.util.concurrent.TimeUnit
-import kotlin.system.exitProcess
+import kotlinx.coroutines.flow.onEach
 import kotlinx.coroutines.flow.take
 import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
-
-/** A fixture case: a user message, its rendered prompt and the reference's greedy tokens. */
-class Case(val name: String, val mode: IterationMode, val text: String, val prompt: String, val tokens: List<UInt>)
-
-fun unhex(s: String): String = String(s.chunked(2).map { it.toInt(16).toByte() }.toByteArray(), Charsets.UTF_8)
-
-fun readCases(file: String): Map<String, Case> = File(file).readLines().filter { it.isNotBlank() }.associate { line ->
-    val (name, mode, tokens, text, prompt) = line.split("|")
-    name to Case(
-        name, if (mode == "tah") IterationMode.DECIDER else IterationMode.valueOf(mode.uppercase()), unhex(text), unhex(prompt),
-        tokens.split(",").map { it.toUInt() },
-    )
-}
 
 /** Greedy settings of the fixtures: 24 new tokens, the case's iteration mode. */
 fun config(case: Case, maxNewTokens: UInt = case.tokens.size.toUInt()): GenerationConfig =
@@ -64,52 +61,10 @@ class Recorder(private val throwOnToken: Int = -1) : TokenListener {
     fun await(): Result<GenerationResult> = done.get(120, TimeUnit.SECONDS)
 }
 
-var passed = 0
-var failed = 0
-
-fun test(name: String, body: () -> Unit) {
-    val start = System.nanoTime()
-    try {
-        body()
-        passed++
-        println("PASS $name (${(System.nanoTime() - start) / 1_000_000} ms)")
-    } catch (t: Throwable) {
-        failed++
-        println("FAIL $name: $t")
-    }
-}
-
-fun check(condition: Boolean, message: () -> String) {
-    if (!condition) throw AssertionError(message())
-}
-
-inline fun <reified E : Throwable> assertThrows(body: () -> Unit): E {
-    try {
-        body()
-    } catch (e: Throwable) {
-        if (e is E) return e
-        throw AssertionError("expected ${E::class.simpleName}, got $e")
-    }
-    throw AssertionError("expected ${E::class.simpleName}, nothing was thrown")
-}
-
-/** Waits until the session's generation has given the session back. */
-fun awaitIdle(session: TahSession) {
-    val deadline = System.nanoTime() + 30_000_000_000
-    while (true) {
-        try {
-            session.cachedTokens()
-            return
-        } catch (e: TahException.Busy) {
-            check(System.nanoTime() < deadline) { "session still busy after 30 s" }
-            Thread.sleep(10)
-        }
-    }
-}
-
 fun main(args: Array<String>) {
     val (modelDir, tokenizer, casesFile) = args
     val cases = readCases(casesFile)
+    val run = TestRun()
     val tah = cases.getValue("short_arith")
     val never = cases.getValue("short_arith_never")
     val always = cases.getValue("short_arith_always")
@@ -117,7 +72,7 @@ fun main(args: Array<String>) {
     // A long generation, for cancellation: no stop before the context is full.
     val long = greedyGenerationConfig().copy(maxNewTokens = 4000u)
 
-    test("greedy tokens match the fixture (chat prompt, streaming order)") {
+    run.test("greedy tokens match the fixture (chat prompt, streaming order)") {
         model.newSession().use { session ->
             val recorder = Recorder()
             val handle = session.generate(userPrompt(tah.text), config(tah), recorder)
@@ -135,7 +90,7 @@ fun main(args: Array<String>) {
         }
     }
 
-    test("raw prompts in never and always modes match the fixture") {
+    run.test("raw prompts in never and always modes match the fixture") {
         model.newSession().use { session ->
             for (case in listOf(never, always)) {
                 val recorder = Recorder()
@@ -147,14 +102,14 @@ fun main(args: Array<String>) {
         }
     }
 
-    test("suspend complete() returns the fixture's tokens") {
+    run.test("suspend complete() returns the fixture's tokens") {
         model.newSession().use { session ->
             val result = runBlocking { session.complete(userPrompt(tah.text), config(tah)) }
             check(result.tokenIds == tah.tokens) { "tokens ${result.tokenIds}" }
         }
     }
 
-    test("generateFlow streams the fixture's tokens in order") {
+    run.test("generateFlow streams the fixture's tokens in order") {
         model.newSession().use { session ->
             val events = runBlocking { session.generateFlow(userPrompt(tah.text), config(tah)).toList() }
             check(events.map { it.tokenId } == tah.tokens) { "flow ${events.map { it.tokenId }}" }
@@ -162,7 +117,37 @@ fun main(args: Array<String>) {
         }
     }
 
-    test("cancelling the flow's collector cancels the generation") {
+    run.test("generateUpdates emits the tokens, then the result with its stats") {
+        model.newSession().use { session ->
+            val updates = runBlocking { session.generateUpdates(userPrompt(tah.text), config(tah)).toList() }
+            val tokens = updates.dropLast(1).map { (it as GenerationUpdate.Token).event.tokenId }
+            val result = (updates.last() as GenerationUpdate.Finished).result
+            check(tokens == tah.tokens) { "streamed $tokens" }
+            check(result.tokenIds == tah.tokens) { "result ${result.tokenIds}" }
+            check(result.stats.decodeTokens == tah.tokens.size.toUInt()) { "stats ${result.stats}" }
+        }
+    }
+
+    run.test("TahSession.cancel() ends generateUpdates with a Cancelled result") {
+        model.newSession().use { session ->
+            val updates = runBlocking {
+                session.generateUpdates(userPrompt(tah.text), long).onEach { update ->
+                    if (update is GenerationUpdate.Token && update.event.index == 2u) session.cancel()
+                }.toList()
+            }
+            val result = (updates.last() as GenerationUpdate.Finished).result
+            val streamed = updates.filterIsInstance<GenerationUpdate.Token>().map { it.event.tokenId }
+            check(result.stopReason == StopReason.CANCELLED) { "stop reason ${result.stopReason}" }
+            check(result.tokenIds == streamed && streamed.size in 3 until 4000) { "streamed ${streamed.size}, result ${result.tokenIds.size}" }
+        }
+    }
+
+    run.test("computeBackends: the model runs on the CPU; this build has no Metal") {
+        val backends = computeBackends()
+        check(backends == ComputeBackends(modelDevice = "cpu", metalCompiled = false, metalDeviceAvailable = false)) { "$backends" }
+    }
+
+    run.test("cancelling the flow's collector cancels the generation") {
         model.newSession().use { session ->
             val events = runBlocking { session.generateFlow(userPrompt(tah.text), long).take(3).toList() }
             check(events.size == 3) { "got ${events.size} events" }
@@ -173,7 +158,7 @@ fun main(args: Array<String>) {
         }
     }
 
-    test("cancel from another thread ends the generation with Cancelled") {
+    run.test("cancel from another thread ends the generation with Cancelled") {
         model.newSession().use { session ->
             val recorder = Recorder()
             val handle = session.generate(userPrompt(tah.text), long, recorder)
@@ -187,7 +172,7 @@ fun main(args: Array<String>) {
         }
     }
 
-    test("generate on a busy session throws Busy") {
+    run.test("generate on a busy session throws Busy") {
         model.newSession().use { session ->
             val recorder = Recorder()
             session.generate(userPrompt(tah.text), long, recorder).use {
@@ -199,7 +184,7 @@ fun main(args: Array<String>) {
         }
     }
 
-    test("a throwing listener fails the generation, not the session") {
+    run.test("a throwing listener fails the generation, not the session") {
         model.newSession().use { session ->
             val recorder = Recorder(throwOnToken = 2)
             session.generate(userPrompt(tah.text), config(tah), recorder).use {
@@ -212,7 +197,7 @@ fun main(args: Array<String>) {
         }
     }
 
-    test("two sessions generate concurrently") {
+    run.test("two sessions generate concurrently") {
         val sessions = listOf(tah, never).map { it to model.newSession() }
         val recorders = sessions.map { (case, session) ->
             val recorder = Recorder()
@@ -228,12 +213,12 @@ fun main(args: Array<String>) {
         sessions.forEach { it.second.close() }
     }
 
-    test("a missing model directory throws ModelLoad") {
+    run.test("a missing model directory throws ModelLoad") {
         val e = assertThrows<TahException.ModelLoad> { TahModel.load("$modelDir/does-not-exist", ModelOptions()) }
         check("does-not-exist" in e.reason) { "reason: ${e.reason}" }
     }
 
-    test("bad settings throw InvalidArgument") {
+    run.test("bad settings throw InvalidArgument") {
         assertThrows<TahException.InvalidArgument> { TahModel.load(modelDir, ModelOptions(threads = 0u)) }
         assertThrows<TahException.InvalidArgument> { TahModel.load(modelDir, ModelOptions(contextLength = 0u, tokenizerPath = tokenizer)) }
         model.newSession().use { session ->
@@ -245,7 +230,7 @@ fun main(args: Array<String>) {
         }
     }
 
-    test("a prompt longer than the context fails with ContextOverflow") {
+    run.test("a prompt longer than the context fails with ContextOverflow") {
         TahModel.load(modelDir, ModelOptions(contextLength = 8u, tokenizerPath = tokenizer)).use { small ->
             small.newSession().use { session ->
                 val recorder = Recorder()
@@ -257,7 +242,7 @@ fun main(args: Array<String>) {
         }
     }
 
-    test("a closed session cannot be used; closing cancels its generation") {
+    run.test("a closed session cannot be used; closing cancels its generation") {
         val session = model.newSession()
         val recorder = Recorder()
         val handle = session.generate(userPrompt(tah.text), long, recorder)
@@ -268,7 +253,29 @@ fun main(args: Array<String>) {
         handle.close()
     }
 
+    run.test("a Rust panic becomes TahException.Internal, and the SDK keeps working") {
+        val e = assertThrows<TahException.Internal> { diagnosticPanic("boom from Kotlin") }
+        check("boom from Kotlin" in e.reason) { "reason: ${e.reason}" }
+        model.newSession().use { session ->
+            val result = runBlocking { session.complete(userPrompt(tah.text), config(tah, 4u)) }
+            check(result.tokenIds == tah.tokens.take(4)) { "after the panic: ${result.tokenIds}" }
+        }
+    }
+
+    run.test("closing the handle mid-generation cancels it; the session goes on") {
+        model.newSession().use { session ->
+            val recorder = Recorder()
+            val handle = session.generate(userPrompt(tah.text), long, recorder)
+            check(recorder.firstToken.await(60, TimeUnit.SECONDS)) { "no token" }
+            handle.close()
+            val result = recorder.await().getOrThrow()
+            check(result.stopReason == StopReason.CANCELLED) { "stop reason ${result.stopReason}" }
+            awaitIdle(session)
+            val again = runBlocking { session.complete(userPrompt(tah.text), config(tah, 4u)) }
+            check(again.tokenIds == tah.tokens.take(4)) { "after close: ${again.tokenIds}" }
+        }
+    }
+
     model.close()
-    println("$passed passed, $failed failed")
-    exitProcess(if (failed == 0) 0 else 1)
+    run.finish()
 }

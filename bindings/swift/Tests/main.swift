@@ -4,42 +4,7 @@
 // The last line printed is "N passed, N failed".
 
 import Foundation
-
-/// A fixture case: a user message, its rendered prompt and the reference's greedy tokens.
-struct Case {
-    let name: String
-    let mode: IterationMode
-    let text: String
-    let prompt: String
-    let tokens: [UInt32]
-}
-
-struct Failure: Error, CustomStringConvertible {
-    let description: String
-}
-
-func unhex(_ s: Substring) -> String {
-    var bytes = [UInt8]()
-    var i = s.startIndex
-    while i < s.endIndex {
-        let j = s.index(i, offsetBy: 2)
-        bytes.append(UInt8(s[i..<j], radix: 16)!)
-        i = j
-    }
-    return String(decoding: bytes, as: UTF8.self)
-}
-
-func readCases(_ path: String) throws -> [String: Case] {
-    let modes: [String: IterationMode] = ["tah": .decider, "never": .never, "always": .always]
-    var cases = [String: Case]()
-    for line in try String(contentsOfFile: path, encoding: .utf8).split(separator: "\n") {
-        let f = line.split(separator: "|", omittingEmptySubsequences: false)
-        cases[String(f[0])] = Case(
-            name: String(f[0]), mode: modes[String(f[1])]!, text: unhex(f[3]), prompt: unhex(f[4]),
-            tokens: f[2].split(separator: ",").map { UInt32($0)! })
-    }
-    return cases
-}
+import TahSDK
 
 /// Greedy settings of the fixtures: 24 new tokens, the case's iteration mode.
 func config(_ c: Case) -> GenerationConfig {
@@ -86,53 +51,10 @@ final class Recorder: TokenListener, @unchecked Sendable {
     }
 }
 
-nonisolated(unsafe) var passed = 0
-nonisolated(unsafe) var failed = 0
-
-func test(_ name: String, _ body: () async throws -> Void) async {
-    let start = Date()
-    do {
-        try await body()
-        passed += 1
-        print("PASS \(name) (\(Int(Date().timeIntervalSince(start) * 1000)) ms)")
-    } catch {
-        failed += 1
-        print("FAIL \(name): \(error)")
-    }
-}
-
-func check(_ condition: Bool, _ message: @autoclosure () -> String) throws {
-    if !condition { throw Failure(description: message()) }
-}
-
-/// Runs `body`, which must throw an error matching `matches`.
-func expectError(_ what: String, _ matches: (Error) -> Bool, _ body: () async throws -> Void) async throws {
-    do {
-        try await body()
-    } catch {
-        try check(matches(error), "expected \(what), got \(error)")
-        return
-    }
-    throw Failure(description: "expected \(what), nothing was thrown")
-}
-
-/// Waits until the session's generation has given the session back.
-func awaitIdle(_ session: TahSession) throws {
-    let deadline = Date().addingTimeInterval(30)
-    while true {
-        do {
-            _ = try session.cachedTokens()
-            return
-        } catch TahError.Busy {
-            try check(Date() < deadline, "session still busy after 30 s")
-            Thread.sleep(forTimeInterval: 0.01)
-        }
-    }
-}
-
 let args = CommandLine.arguments
 let (modelDir, tokenizer) = (args[1], args[2])
 let cases = try readCases(args[3])
+let run = TestRun()
 let tah = cases["short_arith"]!
 let never = cases["short_arith_never"]!
 let always = cases["short_arith_always"]!
@@ -141,7 +63,7 @@ let model = try TahModel.load(path: modelDir, options: ModelOptions(threads: 2, 
 var long = greedyGenerationConfig()
 long.maxNewTokens = 4000
 
-await test("greedy tokens match the fixture (chat prompt, streaming order)") {
+await run.test("greedy tokens match the fixture (chat prompt, streaming order)") {
     let session = model.newSession()
     let recorder = Recorder()
     let handle = try session.generate(prompt: .user(tah.text), config: config(tah), listener: recorder)
@@ -155,7 +77,7 @@ await test("greedy tokens match the fixture (chat prompt, streaming order)") {
     try check(handle.isFinished(), "handle not finished")
 }
 
-await test("raw prompts in never and always modes match the fixture") {
+await run.test("raw prompts in never and always modes match the fixture") {
     let session = model.newSession()
     for c in [never, always] {
         let recorder = Recorder()
@@ -166,12 +88,12 @@ await test("raw prompts in never and always modes match the fixture") {
     }
 }
 
-await test("async result(for:) returns the fixture's tokens") {
+await run.test("async result(for:) returns the fixture's tokens") {
     let result = try await model.newSession().result(for: .user(tah.text), config: config(tah))
     try check(result.tokenIds == tah.tokens, "tokens \(result.tokenIds)")
 }
 
-await test("the AsyncThrowingStream yields the fixture's tokens in order") {
+await run.test("the AsyncThrowingStream yields the fixture's tokens in order") {
     var ids = [UInt32]()
     var indices = [UInt32]()
     for try await event in model.newSession().generate(.user(tah.text), config: config(tah)) {
@@ -182,7 +104,46 @@ await test("the AsyncThrowingStream yields the fixture's tokens in order") {
     try check(indices == (0..<UInt32(tah.tokens.count)).map { $0 }, "indices out of order")
 }
 
-await test("leaving the stream early cancels the generation") {
+await run.test("updates(_:config:) yields the tokens, then the result with its stats") {
+    var ids = [UInt32]()
+    var result: GenerationResult?
+    for try await update in model.newSession().updates(.user(tah.text), config: config(tah)) {
+        switch update {
+        case .token(let event):
+            try check(result == nil, "a token after the result")
+            ids.append(event.tokenId)
+        case .finished(let r): result = r
+        }
+    }
+    try check(ids == tah.tokens, "streamed \(ids)")
+    try check(result?.tokenIds == tah.tokens, "result \(String(describing: result?.tokenIds))")
+    try check(result?.stats.decodeTokens == UInt32(tah.tokens.count), "stats \(String(describing: result?.stats))")
+}
+
+await run.test("cancel() ends updates(_:config:) with a .cancelled result") {
+    let session = model.newSession()
+    var ids = [UInt32]()
+    var result: GenerationResult?
+    for try await update in session.updates(.user(tah.text), config: long) {
+        switch update {
+        case .token(let event):
+            ids.append(event.tokenId)
+            if event.index == 2 { session.cancel() }
+        case .finished(let r): result = r
+        }
+    }
+    try check(result?.stopReason == .cancelled, "stop reason \(String(describing: result?.stopReason))")
+    try check(result?.tokenIds == ids && ids.count >= 3 && ids.count < 4000, "streamed \(ids.count)")
+}
+
+await run.test("computeBackends(): the model runs on the CPU; this build has no Metal") {
+    let backends = computeBackends()
+    try check(
+        backends == ComputeBackends(modelDevice: "cpu", metalCompiled: false, metalDeviceAvailable: false),
+        "\(backends)")
+}
+
+await run.test("leaving the stream early cancels the generation") {
     let session = model.newSession()
     var count = 0
     for try await _ in session.generate(.user(tah.text), config: long) {
@@ -194,7 +155,7 @@ await test("leaving the stream early cancels the generation") {
     try check(result.tokenIds == tah.tokens, "after cancel: \(result.tokenIds)")
 }
 
-await test("cancelling the consuming task cancels the generation") {
+await run.test("cancelling the consuming task cancels the generation") {
     let session = model.newSession()
     let stream = session.generate(.user(tah.text), config: long)
     let task = Task.detached {
@@ -209,7 +170,7 @@ await test("cancelling the consuming task cancels the generation") {
     try awaitIdle(session)
 }
 
-await test("cancelling a task awaiting result(for:) cancels the generation") {
+await run.test("cancelling a task awaiting result(for:) cancels the generation") {
     let session = model.newSession()
     let task = Task.detached { try await session.result(for: .user(tah.text), config: long) }
     try await Task.sleep(nanoseconds: 200_000_000)
@@ -218,7 +179,7 @@ await test("cancelling a task awaiting result(for:) cancels the generation") {
     try check(result.stopReason == .cancelled, "stop reason \(result.stopReason)")
 }
 
-await test("cancel from another thread ends the generation with .cancelled") {
+await run.test("cancel from another thread ends the generation with .cancelled") {
     let session = model.newSession()
     let recorder = Recorder()
     let handle = try session.generate(prompt: .user(tah.text), config: long, listener: recorder)
@@ -230,7 +191,7 @@ await test("cancel from another thread ends the generation with .cancelled") {
     try check(result.tokenIds.count < 4000, "not cancelled early")
 }
 
-await test("generate on a busy session throws Busy") {
+await run.test("generate on a busy session throws Busy") {
     let session = model.newSession()
     let recorder = Recorder()
     var handle: GenerationHandle? = try session.generate(prompt: .user(tah.text), config: long, listener: recorder)
@@ -245,7 +206,7 @@ await test("generate on a busy session throws Busy") {
     try check(try recorder.wait().get().stopReason == .cancelled, "not cancelled on release")
 }
 
-await test("a throwing listener fails the generation, not the session") {
+await run.test("a throwing listener fails the generation, not the session") {
     let session = model.newSession()
     let recorder = Recorder(throwOnToken: 2)
     let handle = try session.generate(prompt: .user(tah.text), config: config(tah), listener: recorder)
@@ -261,7 +222,7 @@ await test("a throwing listener fails the generation, not the session") {
     try check(result.tokenIds == tah.tokens, "after listener failure: \(result.tokenIds)")
 }
 
-await test("two sessions generate concurrently") {
+await run.test("two sessions generate concurrently") {
     try await withThrowingTaskGroup(of: (String, [UInt32]).self) { group in
         for c in [tah, never] {
             group.addTask {
@@ -275,7 +236,7 @@ await test("two sessions generate concurrently") {
     }
 }
 
-await test("a missing model directory throws ModelLoad") {
+await run.test("a missing model directory throws ModelLoad") {
     try await expectError("ModelLoad", {
         if case TahError.ModelLoad(let reason) = $0 { return reason.contains("does-not-exist") }
         return false
@@ -284,7 +245,7 @@ await test("a missing model directory throws ModelLoad") {
     }
 }
 
-await test("bad settings throw InvalidArgument") {
+await run.test("bad settings throw InvalidArgument") {
     let isInvalid: (Error) -> Bool = { if case TahError.InvalidArgument = $0 { return true } else { return false } }
     try await expectError("InvalidArgument", isInvalid) {
         _ = try TahModel.load(path: modelDir, options: ModelOptions(threads: 0))
@@ -301,7 +262,7 @@ await test("bad settings throw InvalidArgument") {
     }
 }
 
-await test("a prompt longer than the context fails with ContextOverflow") {
+await run.test("a prompt longer than the context fails with ContextOverflow") {
     let small = try TahModel.load(path: modelDir, options: ModelOptions(contextLength: 8, tokenizerPath: tokenizer))
     var ids = [UInt32]()
     do {
@@ -314,5 +275,32 @@ await test("a prompt longer than the context fails with ContextOverflow") {
     }
 }
 
-print("\(passed) passed, \(failed) failed")
-exit(failed == 0 ? 0 : 1)
+await run.test("a Rust panic becomes TahError.Internal, and the SDK keeps working") {
+    try await expectError("Internal", {
+        if case TahError.Internal(let reason) = $0 { return reason.contains("boom from Swift") }
+        return false
+    }) {
+        try diagnosticPanic(message: "boom from Swift")
+    }
+    var short = config(tah)
+    short.maxNewTokens = 4
+    let result = try await model.newSession().result(for: .user(tah.text), config: short)
+    try check(result.tokenIds == Array(tah.tokens.prefix(4)), "after the panic: \(result.tokenIds)")
+}
+
+await run.test("releasing the handle mid-generation cancels it; the session goes on") {
+    let session = model.newSession()
+    let recorder = Recorder()
+    var handle: GenerationHandle? = try session.generate(prompt: .user(tah.text), config: long, listener: recorder)
+    try recorder.waitFirstToken()
+    _ = handle
+    handle = nil  // releasing the last reference cancels the generation
+    try check(try recorder.wait().get().stopReason == .cancelled, "not cancelled on release")
+    try awaitIdle(session)
+    var short = config(tah)
+    short.maxNewTokens = 4
+    let result = try await session.result(for: .user(tah.text), config: short)
+    try check(result.tokenIds == Array(tah.tokens.prefix(4)), "after release: \(result.tokenIds)")
+}
+
+run.finish()

@@ -3,102 +3,25 @@
 //! The embedding and the seven projections of every layer are quantized;
 //! norms, LoRA and decider stay f32 (they are small and the LoRA delta and
 //! decider decisions are sensitive). A matrix whose rows are not whole
-//! blocks of the requested type falls back the way llama.cpp does.
+//! blocks of the requested type falls back the way llama.cpp does
+//! (the plan and metadata are shared with the other writers: [`super::plan`]).
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::{GgmlDType, QTensor};
+use candle_core::quantized::GgmlDType;
 use candle_core::Tensor;
 
-use super::names::{self, keys, DECIDER_PREFIX, PEFT_ROOT};
-use super::writer::{write_gguf, TensorEntry};
-use super::{Value, DEFAULT_ALIGNMENT, TAH_FORMAT_VERSION};
-use crate::chat_template::ChatTemplate;
+use super::names::DECIDER_PREFIX;
+use super::plan::{
+    check_overwrite, metadata, plan_base, plan_lora, read_embedded_texts, tensor_bytes, write_plan,
+    ConvertSummary, Part, Plan, Quant, TahSettings,
+};
+use super::writer::TensorEntry;
 use crate::config::{read_json, LoraConfig, Qwen3Config, TahConfig};
 use crate::decider::DeciderFile;
 use crate::error::{Error, Result};
-use crate::tokenizer::TahTokenizer;
 use crate::torch_pickle::TorchTensor;
 use crate::weights::{SafetensorsSource, WeightSource};
-
-/// The type requested for the large base matrices.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Quant {
-    F32,
-    F16,
-    Bf16,
-    Q8_0,
-    Q4K,
-    Q4_0,
-}
-
-impl std::str::FromStr for Quant {
-    type Err = String;
-    fn from_str(s: &str) -> std::result::Result<Self, String> {
-        Ok(match s.to_ascii_lowercase().as_str() {
-            "f32" => Quant::F32,
-            "f16" => Quant::F16,
-            "bf16" => Quant::Bf16,
-            "q8_0" => Quant::Q8_0,
-            "q4_k" => Quant::Q4K,
-            "q4_0" => Quant::Q4_0,
-            _ => {
-                return Err(format!(
-                    "unknown quantization `{s}` (f32, f16, bf16, q8_0, q4_k, q4_0)"
-                ))
-            }
-        })
-    }
-}
-
-impl Quant {
-    fn dtype(self) -> GgmlDType {
-        match self {
-            Quant::F32 => GgmlDType::F32,
-            Quant::F16 => GgmlDType::F16,
-            Quant::Bf16 => GgmlDType::BF16,
-            Quant::Q8_0 => GgmlDType::Q8_0,
-            Quant::Q4K => GgmlDType::Q4K,
-            Quant::Q4_0 => GgmlDType::Q4_0,
-        }
-    }
-
-    /// llama.cpp's `general.file_type` (LLAMA_FTYPE_*; q4_k is "Q4_K_S").
-    fn file_type(self) -> u32 {
-        match self {
-            Quant::F32 => 0,
-            Quant::F16 => 1,
-            Quant::Q4_0 => 2,
-            Quant::Q8_0 => 7,
-            Quant::Q4K => 14,
-            Quant::Bf16 => 32,
-        }
-    }
-}
-
-/// (wanted, used) type of a quantized matrix: like llama.cpp, a tied
-/// embedding (which is also the output layer) wants Q6_K under 4-bit types,
-/// and a type whose blocks do not divide the row length falls back to a
-/// smaller block.
-fn choose_dtype(quant: Quant, gguf_name: &str, tied: bool, row: usize) -> (GgmlDType, GgmlDType) {
-    let wanted = match quant.dtype() {
-        GgmlDType::Q4K | GgmlDType::Q4_0 if tied && gguf_name == names::TOKEN_EMBD => {
-            GgmlDType::Q6K
-        }
-        dtype => dtype,
-    };
-    let mut used = wanted;
-    while !row.is_multiple_of(used.block_size()) {
-        used = match used {
-            GgmlDType::Q6K => GgmlDType::Q8_0,
-            GgmlDType::Q4K => GgmlDType::Q5_0,
-            _ => GgmlDType::F16,
-        };
-    }
-    (wanted, used)
-}
 
 pub struct ConvertOptions {
     pub quant: Quant,
@@ -106,99 +29,6 @@ pub struct ConvertOptions {
     pub tokenizer: Option<PathBuf>,
     /// Replace an existing output file.
     pub force: bool,
-}
-
-/// Bytes and element count of one part of the file.
-#[derive(Clone, Debug, Default, PartialEq)]
-pub struct PartSize {
-    pub bytes: usize,
-    pub elements: usize,
-}
-
-impl PartSize {
-    pub fn bits_per_weight(&self) -> f64 {
-        if self.elements == 0 {
-            0.0
-        } else {
-            self.bytes as f64 * 8.0 / self.elements as f64
-        }
-    }
-}
-
-/// What `convert` wrote.
-#[derive(Clone, Debug, Default)]
-pub struct ConvertSummary {
-    /// (part, size): "embedding", "projections", "output", "norms", "lora", "decider".
-    pub parts: Vec<(&'static str, PartSize)>,
-    /// Header: metadata (settings, tokenizer, chat template) and tensor index.
-    pub header_bytes: usize,
-    pub file_bytes: u64,
-    /// (tensor, requested type, type used) where the requested type did not fit.
-    pub fallbacks: Vec<(String, GgmlDType, GgmlDType)>,
-    pub tensors: usize,
-}
-
-/// Where a tensor's data comes from.
-enum Origin {
-    Base(String),
-    Lora(String),
-    Decider(String),
-}
-
-struct Planned {
-    entry: TensorEntry,
-    origin: Origin,
-    part: &'static str,
-}
-
-/// `(in, out)` of a Qwen3 linear module.
-fn module_dims(cfg: &Qwen3Config, module: &str) -> (usize, usize) {
-    let (h, i) = (cfg.hidden_size, cfg.intermediate_size);
-    let (q, kv) = (
-        cfg.num_attention_heads * cfg.head_dim,
-        cfg.num_key_value_heads * cfg.head_dim,
-    );
-    match module {
-        "q_proj" => (h, q),
-        "k_proj" | "v_proj" => (h, kv),
-        "o_proj" => (q, h),
-        "gate_proj" | "up_proj" => (h, i),
-        _ => (i, h), // down_proj
-    }
-}
-
-fn module_path(module: &str) -> String {
-    let group = if module.ends_with("_proj") && !module.starts_with(['g', 'u', 'd']) {
-        "self_attn"
-    } else {
-        "mlp"
-    };
-    format!("{group}.{module}")
-}
-
-/// Every base tensor with its Hugging Face name and shape.
-fn base_tensors(cfg: &Qwen3Config) -> Vec<(String, Vec<usize>)> {
-    let (h, hd) = (cfg.hidden_size, cfg.head_dim);
-    let mut out = vec![(
-        "model.embed_tokens.weight".to_string(),
-        vec![cfg.vocab_size, h],
-    )];
-    for l in 0..cfg.num_hidden_layers {
-        let p = format!("model.layers.{l}");
-        out.push((format!("{p}.input_layernorm.weight"), vec![h]));
-        out.push((format!("{p}.post_attention_layernorm.weight"), vec![h]));
-        out.push((format!("{p}.self_attn.q_norm.weight"), vec![hd]));
-        out.push((format!("{p}.self_attn.k_norm.weight"), vec![hd]));
-        for module in crate::config::LINEAR_MODULES {
-            let (i, o) = module_dims(cfg, module);
-            out.push((format!("{p}.{}.weight", module_path(module)), vec![o, i]));
-        }
-    }
-    out.push(("model.norm.weight".to_string(), vec![h]));
-    if !cfg.tie_word_embeddings {
-        out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h]));
-    }
-    out
 }
 
 /// The TaH parts of a checkpoint directory.
@@ -231,79 +61,6 @@ fn read_tah_parts(dir: &Path, cfg: &Qwen3Config) -> Result<Option<TahParts>> {
     }))
 }
 
-fn metadata(
-    dir: &Path,
-    cfg: &Qwen3Config,
-    quant: Quant,
-    tah: Option<&TahParts>,
-    tokenizer_json: String,
-    chat_template: Option<String>,
-) -> Vec<(String, Value)> {
-    let u32v = |v: usize| Value::U32(v as u32);
-    let name = dir
-        .file_name()
-        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
-    let mut m = vec![
-        (keys::ARCHITECTURE, Value::String(keys::ARCH.into())),
-        (keys::NAME, Value::String(name)),
-        (keys::ALIGNMENT, u32v(DEFAULT_ALIGNMENT)),
-        (keys::FILE_TYPE, Value::U32(quant.file_type())),
-        (keys::BLOCK_COUNT, u32v(cfg.num_hidden_layers)),
-        (keys::CONTEXT_LENGTH, u32v(cfg.max_position_embeddings)),
-        (keys::EMBEDDING_LENGTH, u32v(cfg.hidden_size)),
-        (keys::FEED_FORWARD_LENGTH, u32v(cfg.intermediate_size)),
-        (keys::HEAD_COUNT, u32v(cfg.num_attention_heads)),
-        (keys::HEAD_COUNT_KV, u32v(cfg.num_key_value_heads)),
-        (keys::KEY_LENGTH, u32v(cfg.head_dim)),
-        (keys::VALUE_LENGTH, u32v(cfg.head_dim)),
-        (keys::RMS_EPS, Value::F32(cfg.rms_norm_eps as f32)),
-        (keys::ROPE_FREQ_BASE, Value::F32(cfg.rope_theta as f32)),
-        (keys::HF_TOKENIZER, Value::String(tokenizer_json)),
-    ];
-    if let Some(eos) = cfg
-        .eos_token_id
-        .as_ref()
-        .and_then(|e| e.ids().first().copied())
-    {
-        m.push((keys::EOS_TOKEN_ID, Value::U32(eos)));
-    }
-    if let Some(template) = chat_template {
-        m.push((keys::CHAT_TEMPLATE, Value::String(template)));
-    }
-    if let Some(t) = tah {
-        let d = &t.tah.iter_decider_kwargs;
-        let list = |v: &[usize]| Value::Array(v.iter().map(|&x| u32v(x)).collect());
-        m.extend([
-            (keys::TAH_VERSION, Value::U32(TAH_FORMAT_VERSION)),
-            (keys::TAH_MAX_ITER, u32v(t.tah.max_iter)),
-            (keys::TAH_SOFT_TOPK, u32v(t.tah.input_updater_kwargs.topk)),
-            (
-                keys::TAH_DECIDER_CLASS,
-                Value::String(t.tah.iter_decider.clone()),
-            ),
-            (keys::TAH_DECIDER_TOPK, u32v(d.topk)),
-            (keys::TAH_DECIDER_HIDDEN_SIZE, u32v(d.hidden_states_size)),
-            (keys::TAH_DECIDER_LAYERS, list(&d.hidden_states_layer_nums)),
-            (keys::TAH_DECIDER_DIMS, list(&d.hidden_dims)),
-            (keys::TAH_DECIDER_EXPANSION, u32v(d.expansion_factor)),
-            (keys::TAH_DECIDER_NORMALIZE, Value::Bool(d.normalize_input)),
-            (keys::TAH_DECIDER_THRESHOLD, Value::F32(d.threshold)),
-            (keys::TAH_LORA_R, u32v(t.lora.r)),
-            (keys::TAH_LORA_ALPHA, Value::F32(t.lora.lora_alpha as f32)),
-            (
-                keys::TAH_LORA_TARGETS,
-                Value::Array(
-                    t.targets
-                        .iter()
-                        .map(|s| Value::String(s.to_string()))
-                        .collect(),
-                ),
-            ),
-        ]);
-    }
-    m.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
-}
-
 /// Converts the checkpoint directory `from` into the GGUF file `to`.
 /// `progress(done_bytes, total_bytes, tensor)` is called after each tensor.
 pub fn convert(
@@ -312,12 +69,7 @@ pub fn convert(
     options: &ConvertOptions,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<ConvertSummary> {
-    if to.exists() && !options.force {
-        return Err(Error::InvalidArgument(format!(
-            "{} exists (use --force to overwrite)",
-            to.display()
-        )));
-    }
+    check_overwrite(to, options.force)?;
     // 1. Configs, tokenizer and chat template.
     let config_path = from.join("config.json");
     let cfg: Qwen3Config = read_json(&config_path)?;
@@ -327,154 +79,58 @@ pub fn convert(
         .tokenizer
         .clone()
         .unwrap_or_else(|| from.join("tokenizer.json"));
-    TahTokenizer::from_file(&tokenizer_path)?;
-    let tokenizer_json =
-        std::fs::read_to_string(&tokenizer_path).map_err(|e| Error::io(&tokenizer_path, e))?;
-    let template_path = from.join("tokenizer_config.json");
-    let chat_template = if template_path.exists() {
-        Some(
-            ChatTemplate::from_tokenizer_config(&template_path)?
-                .source()
-                .to_string(),
-        )
-    } else {
-        None
-    };
+    let (tokenizer_json, chat_template) =
+        read_embedded_texts(&tokenizer_path, &from.join("tokenizer_config.json"))?;
     let base = SafetensorsSource::open(&from.join("model.safetensors"))?;
 
     // 2. The tensor plan: names, types, shapes.
-    let mut plan = Vec::new();
-    let mut fallbacks = Vec::new();
-    for (hf, shape) in base_tensors(&cfg) {
-        let gguf = names::to_gguf(&hf).ok_or_else(|| Error::MissingTensor {
-            path: base.path().to_path_buf(),
-            name: hf.clone(),
-        })?;
-        let (dtype, part) = if names::is_quantizable(&gguf) {
-            let row = shape[shape.len() - 1];
-            let (wanted, dtype) = choose_dtype(options.quant, &gguf, cfg.tie_word_embeddings, row);
-            if wanted != dtype {
-                fallbacks.push((gguf.clone(), wanted, dtype));
-            }
-            let part = match gguf.as_str() {
-                names::TOKEN_EMBD => "embedding",
-                names::OUTPUT => "output",
-                _ => "projections",
-            };
-            (dtype, part)
-        } else {
-            (GgmlDType::F32, "norms")
-        };
-        plan.push(Planned {
-            entry: TensorEntry {
-                name: gguf,
-                dtype,
-                shape,
-            },
-            origin: Origin::Base(hf),
-            part,
-        });
-    }
+    let mut plan = Plan::default();
+    plan_base(&mut plan, &cfg, options.quant, base.path())?;
     if let Some(t) = &tah {
-        for l in 0..cfg.num_hidden_layers {
-            for &module in &t.targets {
-                let (i, o) = module_dims(&cfg, module);
-                let path = format!("{PEFT_ROOT}.model.layers.{l}.{}", module_path(module));
-                for (ab, shape) in [("lora_A", vec![t.lora.r, i]), ("lora_B", vec![o, t.lora.r])] {
-                    let hf = format!("{path}.{ab}.weight");
-                    let gguf = names::to_gguf(&hf).unwrap_or_default();
-                    plan.push(Planned {
-                        entry: TensorEntry {
-                            name: gguf,
-                            dtype: GgmlDType::F32,
-                            shape,
-                        },
-                        origin: Origin::Lora(hf),
-                        part: "lora",
-                    });
-                }
-            }
-        }
+        plan_lora(&mut plan, &cfg, t.lora.r, &t.targets);
         // The stored `threshold` tensor is ignored by the reference (§5).
         for (name, tensor) in t.decider.iter().filter(|(n, _)| n != "threshold") {
-            plan.push(Planned {
-                entry: TensorEntry {
-                    name: format!("{DECIDER_PREFIX}.{name}"),
-                    dtype: GgmlDType::F32,
-                    shape: tensor.shape.clone(),
-                },
-                origin: Origin::Decider(name.clone()),
-                part: "decider",
-            });
+            let entry = TensorEntry {
+                name: format!("{DECIDER_PREFIX}.{name}"),
+                dtype: GgmlDType::F32,
+                shape: tensor.shape.clone(),
+            };
+            plan.push(entry, Part::Decider, name.clone());
         }
     }
 
-    // 3. Write to a temporary file, renamed into place only when complete.
+    // 3. Write.
+    let name = from
+        .file_name()
+        .map_or_else(|| "model".into(), |n| n.to_string_lossy().into_owned());
+    let settings = tah.as_ref().map(|t| TahSettings {
+        tah: &t.tah,
+        lora: &t.lora,
+        targets: &t.targets,
+    });
     let meta = metadata(
-        from,
+        name,
         &cfg,
         options.quant,
-        tah.as_ref(),
+        settings.as_ref(),
         tokenizer_json,
         chat_template,
     );
-    let entries: Vec<TensorEntry> = plan.iter().map(|p| p.entry.clone()).collect();
-    let total: usize = entries.iter().map(|e| e.byte_size().unwrap_or(0)).sum();
-    let partial = to.with_extension("gguf.partial");
-    let file = File::create(&partial).map_err(|e| Error::io(&partial, e))?;
-    let mut writer = BufWriter::new(file);
-    let mut done = 0;
-    let written = write_gguf(&partial, &mut writer, &meta, &entries, |i| {
-        let p = &plan[i];
-        let shape = &p.entry.shape;
-        let tensor = match &p.origin {
-            Origin::Base(hf) => base.tensor(hf, shape)?,
-            Origin::Lora(hf) => tah_source(&tah)?.lora_source.tensor(hf, shape)?,
-            Origin::Decider(name) => decider_tensor(tah_source(&tah)?, name)?,
-        };
-        let bytes = QTensor::quantize(&tensor, p.entry.dtype)?
-            .data()?
-            .into_owned();
-        done += bytes.len();
-        progress(done, total, &p.entry.name);
-        Ok(bytes)
-    });
-    drop(writer);
-    if let Err(e) =
-        written.and_then(|()| std::fs::rename(&partial, to).map_err(|e| Error::io(to, e)))
-    {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
-
-    // 4. Summary.
-    let file_bytes = std::fs::metadata(to).map_err(|e| Error::io(to, e))?.len();
-    let mut parts: Vec<(&'static str, PartSize)> = Vec::new();
-    for p in &plan {
-        let size = p.entry.byte_size()?;
-        let elements: usize = p.entry.shape.iter().product();
-        match parts.iter_mut().find(|(name, _)| *name == p.part) {
-            Some((_, s)) => {
-                s.bytes += size;
-                s.elements += elements;
-            }
-            None => parts.push((
-                p.part,
-                PartSize {
-                    bytes: size,
-                    elements,
-                },
-            )),
-        }
-    }
-    let data_bytes: usize = parts.iter().map(|(_, s)| s.bytes).sum();
-    Ok(ConvertSummary {
-        parts,
-        header_bytes: (file_bytes as usize).saturating_sub(data_bytes),
-        file_bytes,
-        fallbacks,
-        tensors: plan.len(),
-    })
+    write_plan(
+        to,
+        &meta,
+        &plan,
+        |p| {
+            let shape = &p.entry.shape;
+            let tensor = match p.part {
+                Part::Lora => tah_source(&tah)?.lora_source.tensor(&p.source, shape)?,
+                Part::Decider => decider_tensor(tah_source(&tah)?, &p.source)?,
+                _ => base.tensor(&p.source, shape)?,
+            };
+            tensor_bytes(&tensor, p.entry.dtype)
+        },
+        progress,
+    )
 }
 
 fn tah_source(tah: &Option<TahParts>) -> Result<&TahParts> {

@@ -5,7 +5,8 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use super::names::{keys, DECIDER_PREFIX, OUTPUT, PEFT_ROOT, TOKEN_EMBD};
+use super::names::{self, keys, DECIDER_PREFIX, OUTPUT, PEFT_ROOT, TOKEN_EMBD};
+use super::plan::module_path;
 use super::reader::{GgufFile, GgufSource};
 use super::{Value, TAH_FORMAT_VERSION};
 use crate::chat_template::ChatTemplate;
@@ -16,7 +17,7 @@ use crate::decider::Decider;
 use crate::embedding::Embedding;
 use crate::error::{Error, GgufProblem, Result};
 use crate::model::{LoraWeights, Model};
-use crate::tah_model::{LoadOptions, LoadedParts, TahModel};
+use crate::tah_model::{check_tokenizer_fits, LoadOptions, LoadedParts, TahModel};
 use crate::tokenizer::TahTokenizer;
 use crate::weights::WeightBuilder;
 
@@ -143,6 +144,7 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<TahModel> {
     let (net, decider) = match &tah {
         Some((t, lora)) if max_iter > 1 => {
             let targets = lora.targets(path)?;
+            check_lora_tensors(&file, &targets, cfg.num_hidden_layers)?;
             let lora_weights = LoraWeights {
                 vb: root.pp(PEFT_ROOT),
                 config: lora,
@@ -155,8 +157,16 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<TahModel> {
         _ => (Model::new(&cfg, embedding, &root, None)?, None),
     };
     let tokenizer = match (&options.tokenizer, file.metadata().get(keys::HF_TOKENIZER)) {
-        (Some(p), _) => Some(TahTokenizer::from_file(p)?),
-        (None, Some(Value::String(json))) => Some(TahTokenizer::from_json(json)?),
+        (Some(p), _) => {
+            let tokenizer = TahTokenizer::from_file(p)?;
+            check_tokenizer_fits(&tokenizer, cfg.vocab_size, p)?;
+            Some(tokenizer)
+        }
+        (None, Some(Value::String(json))) => {
+            let tokenizer = TahTokenizer::from_json(json)?;
+            check_tokenizer_fits(&tokenizer, cfg.vocab_size, path)?;
+            Some(tokenizer)
+        }
         (None, Some(_)) => return Err(file.metadata_error(keys::HF_TOKENIZER, "not a string")),
         (None, None) => None,
     };
@@ -183,4 +193,50 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<TahModel> {
         },
         options,
     )
+}
+
+/// The GGUF twin of the directory loader's LoRA key check: an adapter tensor
+/// that no target module of a real layer uses means the adapter is not what
+/// the metadata says, so the file is refused rather than partly ignored. The
+/// adapter matrices are small and stay f32, so they are also checked for
+/// NaN/inf here (the large base matrices stay unread in the mapping).
+fn check_lora_tensors(file: &GgufFile, targets: &[&str], num_layers: usize) -> Result<()> {
+    let mut lora_names: Vec<&str> = file
+        .tensor_names()
+        .filter(|n| n.ends_with(".lora_a") || n.ends_with(".lora_b"))
+        .collect();
+    lora_names.sort_unstable();
+    for name in lora_names {
+        let used = (0..num_layers).any(|layer| {
+            targets.iter().any(|module| {
+                ["lora_A", "lora_B"].iter().any(|part| {
+                    let hf = format!(
+                        "{PEFT_ROOT}.model.layers.{layer}.{}.{part}.weight",
+                        module_path(module)
+                    );
+                    names::to_gguf(&hf).as_deref() == Some(name)
+                })
+            })
+        });
+        if !used {
+            return Err(Error::config(
+                file.path(),
+                format!("LoRA tensor `{name}` does not match a target module of this model"),
+            ));
+        }
+        let info = file.tensor_info(name).ok_or_else(|| Error::MissingTensor {
+            path: file.path().to_path_buf(),
+            name: name.to_string(),
+        })?;
+        let cols = info.shape.last().copied().unwrap_or(1);
+        let rows = info.shape.iter().rev().skip(1).product();
+        let values = file.mapped(name, rows, cols)?.dequantize_all()?;
+        if values.iter().any(|v| !v.is_finite()) {
+            return Err(Error::malformed(
+                file.path(),
+                format!("tensor `{name}` holds NaN or infinite values"),
+            ));
+        }
+    }
+    Ok(())
 }

@@ -1,11 +1,12 @@
 //! Weight matrices that stay in the file's memory map.
 //!
-//! Quantized matrices are multiplied straight from the mapped blocks with
-//! candle's `k_quants::matmul` (not through `QMatMul`, whose CPU kernels
-//! lazily repack every weight into a heap copy the first time it is used);
-//! f32/f16/bf16 matrices are widened to f32 a chunk of rows at a time, so
-//! the activations keep full precision. Embedding rows are dequantized one
-//! row at a time. Only the pages actually read become resident.
+//! Matrices are multiplied straight from the mapped blocks (not through
+//! candle's `QMatMul`, whose CPU kernels repack every weight into a heap
+//! copy). A few input rows (decode) use 8-bit dot products on the blocks;
+//! more rows (prefill) dequantize a cache-sized panel of weight rows at a
+//! time and run an f32 GEMM (see [`super::dequant`]). Embedding rows are
+//! dequantized one row at a time. Only the pages actually read become
+//! resident.
 
 use std::sync::Arc;
 
@@ -14,13 +15,15 @@ use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use memmap2::Mmap;
 
+use super::dequant;
 use super::reader::{GgufFile, TensorInfo};
 use crate::error::{Error, GgufProblem, Result};
+use crate::matmul::{few_rows_matmul_t, WeightRows, FEW_ROWS};
 
-/// Rows widened at a time when multiplying by an unquantized matrix: big
-/// enough for an efficient matmul, small enough to stay in cache-sized
-/// scratch (a 151936-row LM head is never widened as a whole).
-const DENSE_CHUNK_ROWS: usize = 1024;
+/// Floats in one dequantized panel of weight rows (1 MiB): big enough for
+/// an efficient GEMM, small enough to stay in the L2 cache (a 151936-row LM
+/// head is never widened as a whole).
+const PANEL_FLOATS: usize = 1 << 18;
 
 /// Calls `$f::<T>($args)` with `T` the block type of `$dtype`.
 macro_rules! with_block_type {
@@ -100,6 +103,9 @@ fn to_f32<T: GgmlType>(bytes: &[u8], out: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
+/// `lhs @ rhs^T` with candle's k-quants kernels: the activations are
+/// quantized to the weights' 8-bit dot-product type, which makes a handful
+/// of rows several times faster than dequantizing the weights to f32.
 fn quantized_matmul<T: GgmlType>(
     bytes: &[u8],
     mkn: (usize, usize, usize),
@@ -108,8 +114,8 @@ fn quantized_matmul<T: GgmlType>(
 ) -> Result<()> {
     let (_, k, n) = mkn;
     let rhs = blocks::<T>(bytes).ok_or_else(|| candle_core::Error::Msg("misaligned".into()))?;
-    // k_quants::matmul indexes `rhs` by n * k / block: guarantee it fits.
-    if rhs.len() * T::BLCK_SIZE != n * k {
+    // k_quants::matmul asserts on these sizes: check them first.
+    if rhs.len() * T::BLCK_SIZE != n * k || lhs.len() != mkn.0 * k || dst.len() < mkn.0 * n {
         return Err(candle_core::Error::Msg("block count mismatch".into()).into());
     }
     Ok(k_quants::matmul(mkn, lhs, rhs, dst)?)
@@ -163,24 +169,58 @@ impl MappedMatrix {
 
     /// Rows `ids` as `[ids.len(), cols]`, dequantizing only those rows.
     pub fn rows_f32(&self, ids: &[u32]) -> Result<Tensor> {
-        let (cols, row_bytes) = (self.cols, self.row_bytes());
-        let mut out = vec![0f32; ids.len() * cols];
-        for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(cols)) {
-            let id = id as usize;
-            if id >= self.rows {
+        let mut out = vec![0f32; ids.len() * self.cols];
+        for (&id, dst) in ids.iter().zip(out.chunks_exact_mut(self.cols)) {
+            if id as usize >= self.rows {
                 return Err(Error::InvalidArgument(format!(
                     "row {id} is outside the matrix ({} rows)",
                     self.rows
                 )));
             }
-            let src = &self.bytes()[id * row_bytes..(id + 1) * row_bytes];
-            with_block_type!(self.dtype, to_f32(src, dst))?;
+            self.dequantize_row_into(id as usize, dst)?;
         }
-        Ok(Tensor::from_vec(out, (ids.len(), cols), &Device::Cpu)?)
+        Ok(Tensor::from_vec(out, (ids.len(), self.cols), &Device::Cpu)?)
     }
 
-    /// `x @ W^T` for `x` of shape `[m, cols]`.
+    /// Row `j` dequantized into `out` (`cols` floats).
+    fn dequantize_row_into(&self, j: usize, out: &mut [f32]) -> Result<()> {
+        let row_bytes = self.row_bytes();
+        let src = self
+            .bytes()
+            .get(j * row_bytes..(j + 1) * row_bytes)
+            .ok_or_else(|| Error::InvalidArgument(format!("row {j} is outside {self:?}")))?;
+        if dequant::dequantize_row(self.dtype, src, out) {
+            return Ok(());
+        }
+        with_block_type!(self.dtype, to_f32(src, out))
+    }
+
+    /// `x @ W^T` for `x` of shape `[m, cols]`. A few rows (decode) of a
+    /// quantized matrix use 8-bit dot products straight from the blocks, of
+    /// an unquantized one dot products with one widened row at a time; more
+    /// rows dequantize a panel of weight rows and use an f32 GEMM.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let m = self.input_rows(x)?;
+        if m > FEW_ROWS {
+            return self.panel_forward(x);
+        }
+        let lhs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        if matches!(
+            self.dtype,
+            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+        ) {
+            return few_rows_matmul_t(&lhs, m, self.rows, self);
+        }
+        let mut dst = vec![0f32; m * self.rows];
+        with_block_type!(
+            self.dtype,
+            quantized_matmul(self.bytes(), (m, self.cols, self.rows), &lhs, &mut dst)
+        )?;
+        Ok(Tensor::from_vec(dst, (m, self.rows), x.device())?)
+    }
+
+    /// Rows of `x`, after checking that it has `cols` columns.
+    fn input_rows(&self, x: &Tensor) -> Result<usize> {
         let (m, k) = x.dims2()?;
         if k != self.cols {
             return Err(candle_core::Error::Msg(format!(
@@ -189,35 +229,51 @@ impl MappedMatrix {
             ))
             .into());
         }
-        let n = self.rows;
-        if matches!(
-            self.dtype,
-            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
-        ) {
-            return self.dense_forward(x);
-        }
-        let lhs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        let mut dst = vec![0f32; m * n];
-        with_block_type!(
-            self.dtype,
-            quantized_matmul(self.bytes(), (m, k, n), &lhs, &mut dst)
-        )?;
-        Ok(Tensor::from_vec(dst, (m, n), x.device())?)
+        Ok(m)
     }
 
-    /// Unquantized weights: widen a chunk of rows to f32, multiply, repeat.
-    fn dense_forward(&self, x: &Tensor) -> Result<Tensor> {
-        let row_bytes = self.row_bytes();
-        let mut parts = Vec::with_capacity(self.rows.div_ceil(DENSE_CHUNK_ROWS));
+    /// Many rows: the product written panel by panel into one `[m, rows]` result.
+    fn panel_forward(&self, x: &Tensor) -> Result<Tensor> {
+        let m = x.dim(0)?;
+        let n = self.rows;
+        let mut out = vec![0f32; m * n];
+        self.forward_panels(x, &mut |first, block| {
+            let width = block.len() / m;
+            for (dst, src) in out.chunks_exact_mut(n).zip(block.chunks_exact(width)) {
+                dst[first..first + width].copy_from_slice(src);
+            }
+            Ok(())
+        })?;
+        Ok(Tensor::from_vec(out, (m, n), x.device())?)
+    }
+
+    /// Dequantizes a panel of weight rows to f32, multiplies, hands the
+    /// `[m, panel]` block to `visit`, repeats.
+    pub fn forward_panels(
+        &self,
+        x: &Tensor,
+        visit: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
+    ) -> Result<()> {
+        self.input_rows(x)?;
+        let panel_rows = (PANEL_FLOATS / self.cols).max(16).min(self.rows);
         let mut scratch = Vec::new();
-        for start in (0..self.rows).step_by(DENSE_CHUNK_ROWS) {
-            let rows = DENSE_CHUNK_ROWS.min(self.rows - start);
+        for start in (0..self.rows).step_by(panel_rows) {
+            let rows = panel_rows.min(self.rows - start);
             scratch.resize(rows * self.cols, 0f32);
-            let src = &self.bytes()[start * row_bytes..(start + rows) * row_bytes];
-            with_block_type!(self.dtype, to_f32(src, &mut scratch))?;
+            for (r, out) in scratch.chunks_exact_mut(self.cols).enumerate() {
+                self.dequantize_row_into(start + r, out)?;
+            }
             let w = Tensor::from_slice(&scratch, (rows, self.cols), x.device())?;
-            parts.push(x.matmul(&w.t()?)?);
+            let block = x.matmul(&w.t()?)?.flatten_all()?.to_vec1::<f32>()?;
+            visit(start, &block)?;
         }
-        Ok(Tensor::cat(&parts, 1)?)
+        Ok(())
+    }
+}
+
+impl WeightRows for MappedMatrix {
+    fn row<'a>(&'a self, j: usize, scratch: &'a mut [f32]) -> Result<&'a [f32]> {
+        self.dequantize_row_into(j, scratch)?;
+        Ok(scratch)
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! - [`reader`]: strict, bounds-checked parser over a memory map.
 //! - [`mapped`]: weight matrices that stay in the mapping (no heap copy).
-//! - [`writer`] / [`convert`]: `tah convert` (HF directory -> GGUF).
+//! - [`writer`] / [`plan`] / [`convert`]: `tah convert` (HF directory -> GGUF).
+//! - [`random`]: `tah init-random` (random weights, real shapes, for benchmarks);
+//!   [`vocab`]: llama.cpp's tokenizer keys for its plain-Qwen3 twin.
 //! - [`load`]: a [`crate::TahModel`] from a GGUF file.
 //!
 //! Names (the only place they are spelled out is [`names`]):
@@ -17,16 +19,22 @@
 //! - decider: `tah.decider.<PyTorch state-dict name>`.
 
 pub mod convert;
+pub mod dequant;
 pub mod load;
 pub mod mapped;
 pub mod names;
+pub mod plan;
+pub mod random;
 pub mod reader;
+pub mod vocab;
 pub mod writer;
 
 use candle_core::quantized::GgmlDType;
 
-pub use convert::{convert, ConvertOptions, ConvertSummary, Quant};
+pub use convert::{convert, ConvertOptions};
 pub use mapped::MappedMatrix;
+pub use plan::{read_embedded_texts, ConvertSummary, PartSize, Quant};
+pub use random::{write_random, RandomModelOptions, RandomShape};
 pub use reader::GgufFile;
 
 /// `GGUF` in little-endian.

@@ -95,6 +95,7 @@ fn first_near_tie(model: &TahModel, ids: &[u32], iter_counts: &[usize]) -> Optio
         keep: KeepLogits::All,
         max_hard: None,
         cancel: None,
+        probe_decider: false,
     };
     let pass1 = model.forward_chunk(ids, &mut cache, &opts).unwrap().logits;
     (0..ids.len()).find(|&p| {
@@ -248,4 +249,61 @@ pub fn check_case(model: &TahModel, case: &Value, diff: &mut MaxDiff) -> Trace {
         );
     }
     t
+}
+
+/// How often a second model (quantized weights, a smaller KV cache, ...)
+/// agrees with a reference on the fixture cases, teacher-forced on the
+/// reference's tokens: top-1 at every prompt position, and the decider's
+/// decisions (passes per position) in `tah` mode.
+#[derive(Default, Debug)]
+pub struct Agreement {
+    pub top1: (usize, usize),
+    pub decisions: (usize, usize),
+}
+
+impl Agreement {
+    pub fn add(&mut self, reference: &TahModel, other: &TahModel, expected: &Value) {
+        for case in expected["cases"].as_array().unwrap() {
+            let mut ids = as_u32s(&case["input_ids"]);
+            ids.extend(as_u32s(&case["decode"]["tokens"]));
+            let request = TraceRequest {
+                input: TraceInput::Ids(ids),
+                new_tokens: 0,
+                split: None,
+                policy: IterationPolicy {
+                    mode: mode_of(case),
+                    ..Default::default()
+                },
+            };
+            let (a, b) = (
+                trace(reference, &request).unwrap(),
+                trace(other, &request).unwrap(),
+            );
+            for (x, y) in a.prefill.top.iter().zip(&b.prefill.top) {
+                self.top1.0 += usize::from(x[0].0 == y[0].0);
+                self.top1.1 += 1;
+            }
+            if case["mode"].as_str() == Some("tah") {
+                for (x, y) in a.prefill.iter_count.iter().zip(&b.prefill.iter_count) {
+                    self.decisions.0 += usize::from(x == y);
+                    self.decisions.1 += 1;
+                }
+            }
+        }
+    }
+
+    /// Prints and returns the figures as percentages.
+    pub fn report(&self, label: &str) -> (f64, f64) {
+        let pct = |(a, n): (usize, usize)| 100.0 * a as f64 / n.max(1) as f64;
+        println!(
+            "{label}: top-1 agrees at {}/{} positions ({:.2}%), decider decisions at {}/{} ({:.2}%)",
+            self.top1.0,
+            self.top1.1,
+            pct(self.top1),
+            self.decisions.0,
+            self.decisions.1,
+            pct(self.decisions)
+        );
+        (pct(self.top1), pct(self.decisions))
+    }
 }

@@ -2,6 +2,9 @@
 #![allow(dead_code)] // each test binary uses a different subset
 
 pub mod check;
+pub mod gguf;
+pub mod malformed;
+pub mod tiny_gguf;
 
 use std::path::PathBuf;
 
@@ -42,4 +45,10 @@ pub fn fixture_model(name: &str) -> TahModel {
     };
     TahModel::load(&fixture_dir().join(name), &options)
         .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+/// Full-size load and soak runs (`TAH_SOAK=1`, `scripts/soak.sh`) instead of
+/// the CI sizes.
+pub fn soak() -> bool {
+    std::env::var_os("TAH_SOAK").is_some_and(|v| v != "0")
 }

@@ -385,6 +385,17 @@ void uniffi_tah_ffi_fn_method_tokenlistener_on_complete(uint64_t ptr, RustBuffer
 void uniffi_tah_ffi_fn_method_tokenlistener_on_error(uint64_t ptr, RustBuffer error, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_FUNC_DIAGNOSTIC_PANIC
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_FUNC_DIAGNOSTIC_PANIC
+void uniffi_tah_ffi_fn_func_diagnostic_panic(RustBuffer message, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_FUNC_COMPUTE_BACKENDS
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_FUNC_COMPUTE_BACKENDS
+RustBuffer uniffi_tah_ffi_fn_func_compute_backends(RustCallStatus *_Nonnull out_status
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_FUNC_DEFAULT_GENERATION_CONFIG
 #define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_FUNC_DEFAULT_GENERATION_CONFIG
 RustBuffer uniffi_tah_ffi_fn_func_default_generation_config(RustCallStatus *_Nonnull out_status
@@ -655,6 +666,18 @@ void ffi_tah_ffi_rust_future_free_void(uint64_t handle
 #ifndef UNIFFI_FFIDEF_FFI_TAH_FFI_RUST_FUTURE_COMPLETE_VOID
 #define UNIFFI_FFIDEF_FFI_TAH_FFI_RUST_FUTURE_COMPLETE_VOID
 void ffi_tah_ffi_rust_future_complete_void(uint64_t handle, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_FUNC_DIAGNOSTIC_PANIC
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_FUNC_DIAGNOSTIC_PANIC
+uint16_t uniffi_tah_ffi_checksum_func_diagnostic_panic(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_FUNC_COMPUTE_BACKENDS
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_FUNC_COMPUTE_BACKENDS
+uint16_t uniffi_tah_ffi_checksum_func_compute_backends(void
+    
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_FUNC_DEFAULT_GENERATION_CONFIG

@@ -1507,6 +1507,91 @@ public func FfiConverterTypeChatMessage_lower(_ value: ChatMessage) -> RustBuffe
 
 
 /**
+ * The compute backends of this build of the library.
+ */
+public struct ComputeBackends: Equatable, Hashable {
+    /**
+     * Where the model's tensors live: `"cpu"` (the only device the model
+     * runs on today).
+     */
+    public var modelDevice: String
+    /**
+     * The library was built with the `metal` feature (candle's Metal
+     * backend compiled in; Apple builds only).
+     */
+    public var metalCompiled: Bool
+    /**
+     * A Metal device could be opened (only tried when compiled in). Nothing
+     * runs on it yet.
+     */
+    public var metalDeviceAvailable: Bool
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * Where the model's tensors live: `"cpu"` (the only device the model
+         * runs on today).
+         */modelDevice: String, 
+        /**
+         * The library was built with the `metal` feature (candle's Metal
+         * backend compiled in; Apple builds only).
+         */metalCompiled: Bool, 
+        /**
+         * A Metal device could be opened (only tried when compiled in). Nothing
+         * runs on it yet.
+         */metalDeviceAvailable: Bool) {
+        self.modelDevice = modelDevice
+        self.metalCompiled = metalCompiled
+        self.metalDeviceAvailable = metalDeviceAvailable
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension ComputeBackends: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeComputeBackends: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ComputeBackends {
+        return
+            try ComputeBackends(
+                modelDevice: FfiConverterString.read(from: &buf), 
+                metalCompiled: FfiConverterBool.read(from: &buf), 
+                metalDeviceAvailable: FfiConverterBool.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: ComputeBackends, into buf: inout [UInt8]) {
+        FfiConverterString.write(value.modelDevice, into: &buf)
+        FfiConverterBool.write(value.metalCompiled, into: &buf)
+        FfiConverterBool.write(value.metalDeviceAvailable, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeComputeBackends_lift(_ buf: RustBuffer) throws -> ComputeBackends {
+    return try FfiConverterTypeComputeBackends.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeComputeBackends_lower(_ value: ComputeBackends) -> RustBuffer {
+    return FfiConverterTypeComputeBackends.lower(value)
+}
+
+
+/**
  * Settings of one generation. Start from `defaultGenerationConfig()` (Qwen3
  * thinking-mode sampling) or `greedyGenerationConfig()` and change fields.
  */
@@ -2444,7 +2529,8 @@ enum TahError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     /**
      * The model could not be loaded: a missing or unreadable file, a malformed
      * checkpoint, an inconsistent configuration, a tokenizer or chat template
-     * that failed.
+     * that failed; or, during a generation, weights that turned out corrupt
+     * (the network produced NaN or infinite values).
      */
     case ModelLoad(reason: String
     )
@@ -2802,6 +2888,34 @@ fileprivate func uniffiFutureContinuationCallback(handle: UInt64, pollResult: In
     }
 }
 /**
+ * Panics inside the runtime on purpose, under the same guard as every other
+ * entry point, and returns what the panic became: `TahError.Internal`
+ * carrying `message`. For checking, in an app or a test suite, that an
+ * engine panic reaches the host as an ordinary exception and never aborts
+ * the process. It has no other effect.
+ *
+ * (A diagnostic function rather than a hidden trigger in a real input: no
+ * prompt, file or setting can be made to panic on purpose, and the SDK
+ * offers no switch that would make one.)
+ */
+public func diagnosticPanic(message: String)throws   {try rustCallWithError(FfiConverterTypeTahError_lift) {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_func_diagnostic_panic(
+        FfiConverterString.lower(message),uniffiCallStatus
+    )
+}
+}
+/**
+ * Which compute backends this build has and which one the model uses.
+ */
+public func computeBackends() -> ComputeBackends  {
+    return try!  FfiConverterTypeComputeBackends_lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_func_compute_backends(uniffiCallStatus
+    )
+})
+}
+/**
  * The default generation settings (Qwen3's thinking-mode sampling).
  */
 public func defaultGenerationConfig() -> GenerationConfig  {
@@ -2836,6 +2950,12 @@ private let initializationResult: InitializationResult = {
     let scaffolding_contract_version = ffi_tah_ffi_uniffi_contract_version()
     if bindings_contract_version != scaffolding_contract_version {
         return InitializationResult.contractVersionMismatch
+    }
+    if (uniffi_tah_ffi_checksum_func_diagnostic_panic() != 4773) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tah_ffi_checksum_func_compute_backends() != 14875) {
+        return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tah_ffi_checksum_func_default_generation_config() != 24769) {
         return InitializationResult.apiChecksumMismatch

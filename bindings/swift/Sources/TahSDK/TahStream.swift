@@ -21,10 +21,33 @@ extension TahSession {
         _ prompt: Prompt,
         config: GenerationConfig = defaultGenerationConfig()
     ) -> AsyncThrowingStream<TokenEvent, Error> {
+        stream(prompt, config, token: { $0 }, finished: { _ in nil })
+    }
+
+    /// Like `generate(_:config:)`, but also yields the `GenerationResult`
+    /// (with its timing `Stats`) as a last `.finished` update.
+    ///
+    /// - Parameters:
+    ///   - prompt: what to generate from.
+    ///   - config: generation settings; `defaultGenerationConfig()` by default.
+    public func updates(
+        _ prompt: Prompt,
+        config: GenerationConfig = defaultGenerationConfig()
+    ) -> AsyncThrowingStream<GenerationUpdate, Error> {
+        stream(prompt, config, token: { .token($0) }, finished: { .finished($0) })
+    }
+
+    /// A stream of one generation's events, mapped by `token` and `finished`.
+    private func stream<Element>(
+        _ prompt: Prompt,
+        _ config: GenerationConfig,
+        token: @escaping (TokenEvent) -> Element,
+        finished: @escaping (GenerationResult) -> Element?
+    ) -> AsyncThrowingStream<Element, Error> {
         AsyncThrowingStream { continuation in
             do {
-                let handle = try generate(
-                    prompt: prompt, config: config, listener: StreamListener(continuation))
+                let listener = StreamListener(continuation, token: token, finished: finished)
+                let handle = try generate(prompt: prompt, config: config, listener: listener)
                 // The closure keeps the handle (whose release would cancel) and
                 // the session alive until the stream ends.
                 continuation.onTermination = { _ in
@@ -66,19 +89,40 @@ extension Prompt {
     }
 }
 
-/// Forwards a generation's events to an `AsyncThrowingStream`.
-private final class StreamListener: TokenListener, @unchecked Sendable {
-    private let continuation: AsyncThrowingStream<TokenEvent, Error>.Continuation
+/// What `TahSession.updates(_:config:)` yields: every token, then the result.
+public enum GenerationUpdate {
+    /// A generated token.
+    case token(TokenEvent)
+    /// The generation ended; always the last update of a generation that did
+    /// not fail. The result holds the whole text and the generation's `Stats`
+    /// (also after `cancel()`: `stopReason` is then `.cancelled`).
+    case finished(GenerationResult)
+}
 
-    init(_ continuation: AsyncThrowingStream<TokenEvent, Error>.Continuation) {
+/// Forwards a generation's events to an `AsyncThrowingStream`.
+private final class StreamListener<Element>: TokenListener, @unchecked Sendable {
+    private let continuation: AsyncThrowingStream<Element, Error>.Continuation
+    private let token: (TokenEvent) -> Element
+    private let finished: (GenerationResult) -> Element?
+
+    init(
+        _ continuation: AsyncThrowingStream<Element, Error>.Continuation,
+        token: @escaping (TokenEvent) -> Element,
+        finished: @escaping (GenerationResult) -> Element?
+    ) {
         self.continuation = continuation
+        self.token = token
+        self.finished = finished
     }
 
     func onToken(event: TokenEvent) throws {
-        continuation.yield(event)
+        continuation.yield(token(event))
     }
 
     func onComplete(result: GenerationResult) throws {
+        if let last = finished(result) {
+            continuation.yield(last)
+        }
         continuation.finish()
     }
 

@@ -4,6 +4,7 @@ import kotlinx.coroutines.channels.awaitClose
 import kotlinx.coroutines.channels.trySendBlocking
 import kotlinx.coroutines.flow.Flow
 import kotlinx.coroutines.flow.callbackFlow
+import kotlinx.coroutines.flow.transform
 
 /**
  * Generates from [prompt] and emits each token as it is produced.
@@ -24,14 +25,42 @@ import kotlinx.coroutines.flow.callbackFlow
 public fun TahSession.generateFlow(
     prompt: Prompt,
     config: GenerationConfig = defaultGenerationConfig(),
-): Flow<TokenEvent> = callbackFlow {
+): Flow<TokenEvent> = generateUpdates(prompt, config).transform { update ->
+    if (update is GenerationUpdate.Token) emit(update.event)
+}
+
+/** What [generateUpdates] emits: every token, then the result. */
+public sealed interface GenerationUpdate {
+    /** A generated token. */
+    public data class Token(val event: TokenEvent) : GenerationUpdate
+
+    /**
+     * The generation ended; always the last update of a generation that did
+     * not fail. [result] holds the whole text and the generation's [Stats]
+     * (also after [TahSession.cancel]: `stopReason` is then `CANCELLED`).
+     */
+    public data class Finished(val result: GenerationResult) : GenerationUpdate
+}
+
+/**
+ * Like [generateFlow], but also emits the [GenerationResult] (with its timing
+ * [Stats]) as a last [GenerationUpdate.Finished].
+ *
+ * @param prompt what to generate from.
+ * @param config generation settings; [defaultGenerationConfig] by default.
+ */
+public fun TahSession.generateUpdates(
+    prompt: Prompt,
+    config: GenerationConfig = defaultGenerationConfig(),
+): Flow<GenerationUpdate> = callbackFlow {
     val listener = object : TokenListener {
         override fun onToken(event: TokenEvent) {
             // Fails only once the flow is closed, when the generation is being cancelled.
-            trySendBlocking(event)
+            trySendBlocking(GenerationUpdate.Token(event))
         }
 
         override fun onComplete(result: GenerationResult) {
+            trySendBlocking(GenerationUpdate.Finished(result))
             channel.close()
         }
 

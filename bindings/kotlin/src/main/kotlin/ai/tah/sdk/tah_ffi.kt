@@ -716,6 +716,10 @@ internal object IntegrityCheckingUniffiLib {
     }
 
     internal fun ensureInitialized() = Unit
+    external fun uniffi_tah_ffi_checksum_func_diagnostic_panic(
+    ): Int
+    external fun uniffi_tah_ffi_checksum_func_compute_backends(
+    ): Int
     external fun uniffi_tah_ffi_checksum_func_default_generation_config(
     ): Int
     external fun uniffi_tah_ffi_checksum_func_greedy_generation_config(
@@ -811,6 +815,10 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tah_ffi_fn_method_tokenlistener_on_error(`ptr`: Long,`error`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_tah_ffi_fn_func_diagnostic_panic(`message`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tah_ffi_fn_func_compute_backends(uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tah_ffi_fn_func_default_generation_config(uniffi_out_err: UniffiRustCallStatus, 
     ): RustBuffer.ByValue
     external fun uniffi_tah_ffi_fn_func_greedy_generation_config(uniffi_out_err: UniffiRustCallStatus, 
@@ -934,6 +942,12 @@ private fun uniffiCheckContractApiVersion(lib: IntegrityCheckingUniffiLib) {
 }
 @Suppress("UNUSED_PARAMETER")
 private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
+    if ((lib.uniffi_tah_ffi_checksum_func_diagnostic_panic() and 0xFFFF) != 4773) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tah_ffi_checksum_func_compute_backends() and 0xFFFF) != 14875) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tah_ffi_checksum_func_default_generation_config() and 0xFFFF) != 24769) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -2829,6 +2843,64 @@ public object FfiConverterTypeChatMessage: FfiConverterRustBuffer<ChatMessage> {
 
 
 /**
+ * The compute backends of this build of the library.
+ */
+data class ComputeBackends (
+    /**
+     * Where the model's tensors live: `"cpu"` (the only device the model
+     * runs on today).
+     */
+    var `modelDevice`: kotlin.String
+    , 
+    /**
+     * The library was built with the `metal` feature (candle's Metal
+     * backend compiled in; Apple builds only).
+     */
+    var `metalCompiled`: kotlin.Boolean
+    , 
+    /**
+     * A Metal device could be opened (only tried when compiled in). Nothing
+     * runs on it yet.
+     */
+    var `metalDeviceAvailable`: kotlin.Boolean
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeComputeBackends: FfiConverterRustBuffer<ComputeBackends> {
+    override fun read(buf: ByteBuffer): ComputeBackends {
+        return ComputeBackends(
+            FfiConverterString.read(buf),
+            FfiConverterBoolean.read(buf),
+            FfiConverterBoolean.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: ComputeBackends) = (
+            FfiConverterString.allocationSize(value.`modelDevice`) +
+            FfiConverterBoolean.allocationSize(value.`metalCompiled`) +
+            FfiConverterBoolean.allocationSize(value.`metalDeviceAvailable`)
+    )
+
+    override fun write(value: ComputeBackends, buf: ByteBuffer) {
+            FfiConverterString.write(value.`modelDevice`, buf)
+            FfiConverterBoolean.write(value.`metalCompiled`, buf)
+            FfiConverterBoolean.write(value.`metalDeviceAvailable`, buf)
+    }
+}
+
+
+
+/**
  * Settings of one generation. Start from `defaultGenerationConfig()` (Qwen3
  * thinking-mode sampling) or `greedyGenerationConfig()` and change fields.
  */
@@ -3505,7 +3577,8 @@ sealed class TahException: kotlin.Exception() {
     /**
      * The model could not be loaded: a missing or unreadable file, a malformed
      * checkpoint, an inconsistent configuration, a tokenizer or chat template
-     * that failed.
+     * that failed; or, during a generation, weights that turned out corrupt
+     * (the network produced NaN or infinite values).
      */
     class ModelLoad(
         
@@ -3904,6 +3977,41 @@ public object FfiConverterSequenceTypeChatMessage: FfiConverterRustBuffer<List<C
 
 
 
+
+        /**
+         * Panics inside the runtime on purpose, under the same guard as every other
+         * entry point, and returns what the panic became: `TahError.Internal`
+         * carrying `message`. For checking, in an app or a test suite, that an
+         * engine panic reaches the host as an ordinary exception and never aborts
+         * the process. It has no other effect.
+         *
+         * (A diagnostic function rather than a hidden trigger in a real input: no
+         * prompt, file or setting can be made to panic on purpose, and the SDK
+         * offers no switch that would make one.)
+         */
+    @Throws(TahException::class) fun `diagnosticPanic`(`message`: kotlin.String)
+        = 
+    uniffiRustCallWithError(TahException) { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_func_diagnostic_panic(
+    
+        
+        FfiConverterString.lower(`message`),_status)
+}
+    
+    
+
+        /**
+         * Which compute backends this build has and which one the model uses.
+         */ fun `computeBackends`(): ComputeBackends {
+            return FfiConverterTypeComputeBackends.lift(
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_func_compute_backends(
+    
+        _status)
+}
+    )
+    }
+    
 
         /**
          * The default generation settings (Qwen3's thinking-mode sampling).

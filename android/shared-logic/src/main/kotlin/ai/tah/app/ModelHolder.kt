@@ -1,0 +1,84 @@
+package ai.tah.app
+
+import ai.tah.sdk.ComputeBackends
+import ai.tah.sdk.ModelOptions
+import ai.tah.sdk.TahException
+import ai.tah.sdk.TahModel
+import ai.tah.sdk.computeBackends
+import kotlinx.coroutines.CoroutineDispatcher
+import kotlinx.coroutines.NonCancellable
+import kotlinx.coroutines.currentCoroutineContext
+import kotlinx.coroutines.flow.MutableStateFlow
+import kotlinx.coroutines.flow.StateFlow
+import kotlinx.coroutines.flow.asStateFlow
+import kotlinx.coroutines.flow.getAndUpdate
+import kotlinx.coroutines.isActive
+import kotlinx.coroutines.withContext
+
+/** The model the app works with. */
+sealed interface ModelState {
+    data object Empty : ModelState
+
+    data class Loading(val path: String) : ModelState
+
+    data class Ready(
+        val model: TahModel,
+        val path: String,
+        /** Wall time of [TahModel.load] as the app saw it. */
+        val loadWallMs: Double,
+        val contextLength: Int,
+        val backends: ComputeBackends,
+    ) : ModelState
+
+    data class Failed(val path: String, val message: String) : ModelState
+}
+
+/**
+ * Loads and owns the one model of the app. Loading blocks a thread of
+ * [loadDispatcher] (seconds for a large file), never the caller's.
+ *
+ * @param threads compute threads of the model (null: one per core).
+ */
+class ModelHolder(
+    private val loadDispatcher: CoroutineDispatcher,
+    private val threads: UInt? = null,
+) {
+    private val _state = MutableStateFlow<ModelState>(ModelState.Empty)
+    val state: StateFlow<ModelState> = _state.asStateFlow()
+
+    /** The loaded model, if any. */
+    val model: TahModel? get() = (_state.value as? ModelState.Ready)?.model
+
+    /**
+     * Loads the model at [path] (a `.gguf` file or a checkpoint directory),
+     * closing the current one first. Does nothing while another load runs.
+     * Sessions of the old model must be closed by their owners (their engine
+     * keeps the weights alive until then).
+     */
+    suspend fun load(path: String, tokenizerPath: String? = null) {
+        val previous = _state.value
+        if (previous is ModelState.Loading || !_state.compareAndSet(previous, ModelState.Loading(path))) return
+        (previous as? ModelState.Ready)?.model?.close()
+        val started = System.nanoTime()
+        val loaded = try {
+            // Not cancellable half-way: a model loaded for a cancelled caller is closed below.
+            withContext(loadDispatcher + NonCancellable) {
+                val model = TahModel.load(path, ModelOptions(threads = threads, tokenizerPath = tokenizerPath))
+                ModelState.Ready(model, path, (System.nanoTime() - started) / 1e6, model.contextLength().toInt(), computeBackends())
+            }
+        } catch (e: TahException) {
+            ModelState.Failed(path, e.describe())
+        }
+        if (!currentCoroutineContext().isActive) {
+            (loaded as? ModelState.Ready)?.model?.close()
+            _state.value = ModelState.Empty
+            return
+        }
+        _state.value = loaded
+    }
+
+    /** Closes the model. */
+    fun close() {
+        (_state.getAndUpdate { ModelState.Empty } as? ModelState.Ready)?.model?.close()
+    }
+}

@@ -1,0 +1,188 @@
+"""Helpers of benches/compare-llama.sh (standard library only).
+
+    compare.py run OUT.json -- CMD...   runs CMD (stdout -> OUT.json) and writes
+        OUT.json.proc: wall and CPU seconds of CMD and its descendants, and the
+        most threads any one of its processes had (sampled every 20 ms), to
+        show that `--threads 1` means one thread of work.
+    compare.py report --tah T.json --llama L.json [--meta K=V ...] --out results.md
+        writes the markdown table and the ratios against issue #7's targets.
+"""
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+
+def descendants(root):
+    """root and every process below it (from /proc/*/stat parent ids)."""
+    children = {}
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2 :].split()[1])
+        children.setdefault(ppid, []).append(int(pid))
+    out, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        out.append(pid)
+        todo.extend(children.get(pid, []))
+    return out
+
+
+def threads_of(pid):
+    try:
+        return len(os.listdir(f"/proc/{pid}/task"))
+    except OSError:
+        return 0
+
+
+def run(out_path, cmd):
+    start = time.perf_counter()
+    with open(out_path, "w") as out:
+        child = subprocess.Popen(cmd, stdout=out)
+        max_threads = 0
+        while child.poll() is None:
+            max_threads = max([max_threads] + [threads_of(p) for p in descendants(child.pid)])
+            time.sleep(0.02)
+    wall = time.perf_counter() - start
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    with open(out_path + ".proc", "w") as f:
+        json.dump(
+            {
+                "wall_s": wall,
+                "cpu_s": usage.ru_utime + usage.ru_stime,
+                "max_threads_per_process": max_threads,
+            },
+            f,
+        )
+    if child.returncode != 0:
+        sys.exit(f"{' '.join(cmd)} failed with status {child.returncode}")
+
+
+# An engine with fewer CPU seconds than this share of wall time x threads was
+# waiting for the CPU (other load), not working.
+BUSY_CPU_SHARE = 0.85
+
+
+def mib(b):
+    return b / (1 << 20)
+
+
+def find(rows, mode, test):
+    for r in rows:
+        if r["mode"] == mode and r["test"] == test:
+            return r
+    return None
+
+
+def report(args):
+    tah = json.load(open(args.tah))
+    llama = json.load(open(args.llama))
+    meta = dict(kv.split("=", 1) for kv in args.meta)
+    procs = {name: json.load(open(path + ".proc")) for name, path in [("tah", args.tah), ("llama.cpp", args.llama)]}
+    pp, tg = args.pp, args.tg
+
+    lines = [
+        "# TaH runtime vs llama.cpp: Qwen3-0.6B shapes, random weights",
+        "",
+        "Written by `benches/compare-llama.sh` (re-run it to regenerate this file; numbers are from one run on a shared machine).",
+        "",
+        "| | |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {k} | {v} |" for k, v in meta.items()]
+    lines += [
+        "",
+        "## Rows",
+        "",
+        "tok/s: median of the repetitions (min-max). ppN: prefill of N tokens in one batch; tgN: N decode steps after a 16-token prompt (whose prefill is the time to first token, ttft). "
+        "Peak RSS: the process's maximum resident set (llama.cpp's process includes the Python interpreter; its resident set before loading is given).",
+        "",
+        "| engine | mode | test | threads | tok/s (min-max) | passes/token | peak RSS MiB | load ms | ttft ms |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for engine, rows in [("llama.cpp", llama), ("tah", tah)]:
+        for r in rows:
+            lines.append(
+                f"| {engine} | {r['mode']} | {r['test']} | {r['threads']} | {r['tok_per_s']:.2f} ({r['tok_per_s_min']:.2f}-{r['tok_per_s_max']:.2f}) "
+                f"| {r['passes_per_token']:.3f} | {mib(r['peak_rss_bytes']):.1f} | {r['load_ms']:.1f} | {r['ttft_ms']:.1f} |"
+            )
+    base_rss = llama[0].get("baseline_rss_bytes", 0)
+    lines += ["", f"llama.cpp process resident set before loading (Python + llama-cpp-python): {mib(base_rss):.1f} MiB."]
+    perf = find(llama, "base", f"tg{tg}")
+    if perf and perf.get("llama_perf", {}).get("n_eval"):
+        p = perf["llama_perf"]
+        lines.append(
+            f"llama.cpp's own timer (llama_perf_context) over the tg{tg} repetitions: {p['n_eval'] / p['t_eval_ms'] * 1e3:.2f} tok/s decode."
+        )
+    lines += ["", "Threads (sampled every 20 ms): most OS threads seen in one process, and CPU time / wall time of the whole run:", ""]
+    for name, p in procs.items():
+        lines.append(f"- {name}: {p['max_threads_per_process']} threads, CPU/wall {p['cpu_s'] / p['wall_s']:.2f} ({p['cpu_s']:.1f} s / {p['wall_s']:.1f} s)")
+    busy = [name for name, p in procs.items() if p["cpu_s"] < BUSY_CPU_SHARE * p["wall_s"] * args.threads]
+    if busy:
+        lines += [
+            "",
+            f"**The machine was busy**: {' and '.join(busy)} got less than {BUSY_CPU_SHARE:.0%} of the CPU time its threads could use, "
+            "so the speeds and ratios below measure the other load as much as the engines. Re-run on a quiet machine.",
+        ]
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    l_pp, l_tg = find(llama, "base", f"pp{pp}"), find(llama, "base", f"tg{tg}")
+    never_pp, never_tg = find(tah, "never", f"pp{pp}"), find(tah, "never", f"tg{tg}")
+    dec_tg = find(tah, "decider", f"tg{tg}")
+    tah_peak = max((r["peak_rss_bytes"] for r in tah if r["mode"] in ("never", "decider")), default=None)
+    l_peak = max(r["peak_rss_bytes"] for r in llama)
+    ltft = lambda r: r["load_ms"] + r["ttft_ms"] if r else None
+    targets = [
+        (f"never decode (tg{tg}) vs llama.cpp", ">= 1.2", ratio(never_tg and never_tg["tok_per_s"], l_tg["tok_per_s"]), lambda x: x >= 1.2),
+        (f"never prefill (pp{pp}) vs llama.cpp", ">= 1.0", ratio(never_pp and never_pp["tok_per_s"], l_pp["tok_per_s"]), lambda x: x >= 1.0),
+        (f"decider @ hard-rate decode vs never (tg{tg})", ">= 0.95", ratio(dec_tg and dec_tg["tok_per_s"], never_tg and never_tg["tok_per_s"]), lambda x: x >= 0.95),
+        ("peak RSS (tah never/decider max) vs llama.cpp process", "<= 0.9", ratio(tah_peak, l_peak), lambda x: x <= 0.9),
+        ("peak RSS vs llama.cpp minus its Python baseline", "<= 0.9", ratio(tah_peak, l_peak - base_rss), lambda x: x <= 0.9),
+        (f"load + time to first token (never, tg{tg} prompt) vs llama.cpp", "<= 1.0", ratio(ltft(never_tg), ltft(l_tg)), lambda x: x <= 1.0),
+    ]
+    lines += ["", "## Against the targets of issue #7", "", "| measure | target | ratio | met |", "| --- | --- | --- | --- |"]
+    for name, target, value, ok in targets:
+        shown = "n/a" if value is None else f"{value:.3f}"
+        met = "n/a" if value is None else ("yes" if ok(value) else "no")
+        lines.append(f"| {name} | {target} | {shown} | {met} |")
+    if args.llama_log:
+        buffers = [l.strip() for l in open(args.llama_log, errors="replace") if "buffer size" in l]
+        if buffers:
+            lines += ["", "llama.cpp's buffers (from its log):", "", "```"] + buffers + ["```"]
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def main():
+    if len(sys.argv) > 2 and sys.argv[1] == "run":
+        if "--" not in sys.argv:
+            sys.exit("usage: compare.py run OUT.json -- CMD...")
+        run(sys.argv[2], sys.argv[sys.argv.index("--") + 1 :])
+        return
+    ap = argparse.ArgumentParser()
+    ap.add_argument("command", choices=["report"])
+    ap.add_argument("--tah", required=True)
+    ap.add_argument("--llama", required=True)
+    ap.add_argument("--llama-log")
+    ap.add_argument("--pp", type=int, default=512)
+    ap.add_argument("--tg", type=int, default=64)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--meta", action="append", default=[])
+    ap.add_argument("--out", required=True)
+    report(ap.parse_args())
+
+
+if __name__ == "__main__":
+    main()

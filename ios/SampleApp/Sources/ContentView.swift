@@ -1,0 +1,68 @@
+import SwiftUI
+import TahAppCore
+import UniformTypeIdentifiers
+
+struct ContentView: View {
+    let app: AppController
+    @State private var picking = false
+    @State private var importing: String?
+    @State private var importError: String?
+
+    var body: some View {
+        VStack(spacing: 0) {
+            HStack {
+                Text(status).font(.caption).lineLimit(2)
+                Spacer()
+                Button("Open model") { picking = true }
+                    .disabled(importing != nil || isLoading)
+            }
+            .padding(8)
+            TabView {
+                ChatView(chat: app.chat)
+                    .tabItem { Label("Chat", systemImage: "bubble.left.and.bubble.right") }
+                BenchmarkView(app: app)
+                    .tabItem { Label("Benchmark", systemImage: "speedometer") }
+            }
+        }
+        .fileImporter(isPresented: $picking, allowedContentTypes: [ModelImport.ggufType]) { result in
+            switch result {
+            case .success(let url): importModel(url)
+            case .failure(let error): importError = error.localizedDescription
+            }
+        }
+    }
+
+    private var isLoading: Bool {
+        if case .loading = app.models.state { return true }
+        return false
+    }
+
+    private var status: String {
+        if let importing { return "Copying \(importing)…" }
+        if let importError { return importError }
+        switch app.models.state {
+        case .empty: return "No model: open a .gguf file"
+        case .loading(let path): return "Loading \(URL(fileURLWithPath: path).lastPathComponent)…"
+        case .ready(let m):
+            return "\(URL(fileURLWithPath: m.path).lastPathComponent) · \(m.contextLength) ctx · "
+                + "load \(Int(m.loadWallMs)) ms · \(m.backends.modelDevice)"
+                + (m.backends.metalDeviceAvailable ? " (Metal device found, unused)" : "")
+        case .failed(_, let message): return message
+        }
+    }
+
+    private func importModel(_ url: URL) {
+        importing = url.lastPathComponent
+        importError = nil
+        Task {
+            do {
+                let path = try await ModelImport.copyIntoApp(url)
+                importing = nil
+                await app.loadModel(path: path)
+            } catch {
+                importing = nil
+                importError = "Could not copy \(url.lastPathComponent): \(error.localizedDescription)"
+            }
+        }
+    }
+}

@@ -1,0 +1,68 @@
+import Foundation
+import Observation
+import TahSDK
+
+/// A loaded model and what the app shows about it.
+public struct LoadedModel: Sendable {
+    public let model: TahModel
+    public let path: String
+    /// Wall time of `TahModel.load` as the app saw it.
+    public let loadWallMs: Double
+    public let contextLength: Int
+    public let backends: ComputeBackends
+}
+
+/// The model the app works with.
+public enum ModelState: Sendable {
+    case empty
+    case loading(path: String)
+    case ready(LoadedModel)
+    case failed(path: String, message: String)
+}
+
+/// Loads and owns the one model of the app. Loading blocks a background
+/// thread (seconds for a large file), never the main one.
+@MainActor
+@Observable
+public final class ModelHolder {
+    public private(set) var state = ModelState.empty
+    private let threads: UInt32?
+
+    /// - Parameter threads: compute threads of the model (nil: one per core).
+    public init(threads: UInt32? = nil) {
+        self.threads = threads
+    }
+
+    /// The loaded model, if any.
+    public var model: TahModel? {
+        if case .ready(let loaded) = state { return loaded.model }
+        return nil
+    }
+
+    /// Loads the model at `path` (a `.gguf` file or a checkpoint directory),
+    /// releasing the current one first. Does nothing while another load runs.
+    /// Sessions of the old model must be released by their owners (their
+    /// engine keeps the weights alive until then).
+    public func load(path: String, tokenizerPath: String? = nil) async {
+        if case .loading = state { return }
+        state = .loading(path: path)
+        let options = ModelOptions(threads: threads, tokenizerPath: tokenizerPath)
+        state = await Task.detached(priority: .userInitiated) { () -> ModelState in
+            let started = DispatchTime.now().uptimeNanoseconds
+            do {
+                let model = try TahModel.load(path: path, options: options)
+                return .ready(LoadedModel(
+                    model: model, path: path,
+                    loadWallMs: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6,
+                    contextLength: Int(model.contextLength()), backends: computeBackends()))
+            } catch {
+                return .failed(path: path, message: describe(error))
+            }
+        }.value
+    }
+
+    /// Releases the model.
+    public func close() {
+        state = .empty
+    }
+}
