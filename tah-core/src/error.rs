@@ -71,11 +71,12 @@ pub enum Error {
     #[error("context overflow: {needed} tokens needed, context holds {capacity}")]
     ContextOverflow { needed: usize, capacity: usize },
 
-    /// The network produced NaN or infinite logits: its weights are corrupt.
-    /// Quantized GGUF weights are not scanned at load time (that would read
-    /// the whole mapping), so this is where such a file is caught.
-    #[error("the model produced non-finite logits at position {position} (corrupt weights)")]
-    NonFiniteLogits { position: usize },
+    /// The network produced a NaN or infinite hidden state or logit: its
+    /// weights are corrupt. Quantized GGUF weights are not scanned at load
+    /// time (that would read the whole mapping), so this is where such a file
+    /// is caught.
+    #[error("the model produced NaN or infinite values at position {position} (corrupt weights)")]
+    NonFiniteOutput { position: usize },
 
     /// The operation was cancelled through its handle.
     #[error("cancelled")]

@@ -209,6 +209,15 @@ impl TahModel {
             for &i in &active {
                 tokens[i].iter_count = depth;
             }
+            // Quantizing activations maps NaN to 0 before each quantized
+            // matmul, so a corrupt block scale inside the network can leave
+            // finite but meaningless logits; the final hidden state still
+            // carries the NaN through the residual stream.
+            if let Some(r) = first_non_finite_row(&pass.hidden)? {
+                return Err(Error::NonFiniteOutput {
+                    position: start + active[r],
+                });
+            }
 
             // 2. The LM head, only for the rows whose logits something reads;
             //    logits accumulate and each row keeps its top entries.
@@ -365,4 +374,13 @@ impl TahModel {
         }
         Ok(tops)
     }
+}
+
+/// The first row of a `[rows, hidden]` matrix holding NaN or infinity.
+fn first_non_finite_row(hidden: &Tensor) -> Result<Option<usize>> {
+    let width = hidden.dim(1)?.max(1);
+    let values = hidden.flatten_all()?.to_vec1::<f32>()?;
+    Ok(values
+        .chunks(width)
+        .position(|row| row.iter().any(|x| !x.is_finite())))
 }

@@ -329,7 +329,7 @@ impl TahSession {
         let logits = out.logits.pop().unwrap_or_default();
         // NaN logits would otherwise be sampled as "the top token" forever.
         if logits.iter().any(|x| !x.is_finite()) {
-            return Err(Error::NonFiniteLogits {
+            return Err(Error::NonFiniteOutput {
                 position: self.tokens.len() - 1,
             });
         }

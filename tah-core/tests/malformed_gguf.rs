@@ -388,21 +388,33 @@ fn cases() -> Vec<Case> {
         case(
             "NaN in an f32 projection",
             poisoned(&tiny_gguf(true, GgmlDType::F32), Q_PROJ, f32::NAN),
-            Expect::NonFiniteLogits,
+            Expect::NonFiniteOutput,
         ),
-        // KNOWN GAP (not in the corpus): a NaN block scale in a quantized
-        // projection inside the network is not caught. The activations are
-        // quantized before each quantized matmul, and that maps NaN to 0, so
-        // the damage comes out as finite (wrong) logits. Catching it needs a
-        // scan of the block scales at load time or a finite check of the
-        // hidden state in the forward pass.
+        // Quantizing the activations before the next quantized matmul maps
+        // NaN to 0, so only the final hidden state's finite check sees these.
+        case(
+            "NaN block scale in a q8_0 projection",
+            edited(&tiny_bytes, |p| {
+                let nan = half::f16::NAN.to_le_bytes();
+                p.tensor_mut(Q_PROJ).1[..2].copy_from_slice(&nan)
+            }),
+            Expect::NonFiniteOutput,
+        ),
+        case(
+            "infinite block scale in layer 1's q8_0 down projection",
+            edited(&tiny_bytes, |p| {
+                let inf = half::f16::INFINITY.to_le_bytes();
+                p.tensor_mut("blk.1.ffn_down.weight").1[..2].copy_from_slice(&inf)
+            }),
+            Expect::NonFiniteOutput,
+        ),
         case(
             "NaN block scale in the q8_0 embedding (tied LM head)",
             edited(&tiny_bytes, |p| {
                 let nan = half::f16::NAN.to_le_bytes();
                 p.tensor_mut("token_embd.weight").1[..2].copy_from_slice(&nan)
             }),
-            Expect::NonFiniteLogits,
+            Expect::NonFiniteOutput,
         ),
         // Tokenizer and chat template.
         case(
@@ -480,7 +492,7 @@ fn every_malformed_gguf_gives_a_typed_error() {
         let file = TempFile::with(&i.to_string(), &c.bytes);
         let loaded = TahModel::load(&file.0, &c.options);
         let message = match (&c.expect, loaded) {
-            (Expect::NonFiniteLogits, Ok(model)) => {
+            (Expect::NonFiniteOutput, Ok(model)) => {
                 let mut session = TahSession::new(std::sync::Arc::new(model));
                 let config = GenerationConfig {
                     max_new_tokens: 4,

@@ -62,7 +62,7 @@ impl From<tah_core::Error> for TahError {
             | E::InvalidConfig { .. }
             | E::Tokenizer(_)
             | E::ChatTemplate(_)
-            | E::NonFiniteLogits { .. } => TahError::ModelLoad { reason },
+            | E::NonFiniteOutput { .. } => TahError::ModelLoad { reason },
             E::InvalidArgument(_) => TahError::InvalidArgument { reason },
             E::ContextOverflow { .. } => TahError::ContextOverflow { reason },
             E::Cancelled => TahError::Cancelled { reason },

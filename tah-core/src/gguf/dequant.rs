@@ -17,8 +17,8 @@
 use candle_core::quantized::GgmlDType;
 use half::{bf16, f16};
 
-const QK_K: usize = 256;
-const Q4K_BYTES: usize = 144;
+pub(crate) const QK_K: usize = 256;
+pub(crate) const Q4K_BYTES: usize = 144;
 const Q6K_BYTES: usize = 210;
 const Q8_0_BYTES: usize = 34;
 
@@ -101,7 +101,7 @@ fn dequantize_row_portable(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> b
     true
 }
 
-fn half_at(bytes: &[u8], at: usize) -> f32 {
+pub(crate) fn half_at(bytes: &[u8], at: usize) -> f32 {
     f16::from_le_bytes([bytes[at], bytes[at + 1]]).to_f32()
 }
 
@@ -115,17 +115,24 @@ fn q8_0_block(block: &[u8], out: &mut [f32]) {
     }
 }
 
-/// Scale and min of group `j` (0..8) of a Q4_K block's packed 6-bit pairs.
+/// The eight 6-bit (scale, min) pairs packed in a Q4_K block's 12 bytes,
+/// as (scales, mins) bytes: groups 0..4 are the low 6 bits of bytes 0..4
+/// (scales) and 4..8 (mins); groups 4..8 take the nibbles of bytes 8..12
+/// as their low 4 bits and the top 2 bits of bytes 0..8 as their high 2.
+/// Done on whole 32-bit words, four groups at a time.
 #[inline(always)]
-fn q4k_scale_min(j: usize, s: &[u8; 12]) -> (f32, f32) {
-    if j < 4 {
-        ((s[j] & 63) as f32, (s[j + 4] & 63) as f32)
-    } else {
-        (
-            ((s[j + 4] & 0xF) | ((s[j - 4] >> 6) << 4)) as f32,
-            ((s[j + 4] >> 4) | ((s[j] >> 6) << 4)) as f32,
-        )
-    }
+pub(crate) fn q4k_scales_mins(s: &[u8; 12]) -> (u64, u64) {
+    let word = |i: usize| u32::from_le_bytes([s[4 * i], s[4 * i + 1], s[4 * i + 2], s[4 * i + 3]]);
+    let (w0, w1, w2) = (word(0), word(1), word(2));
+    const LOW6: u32 = 0x3f3f_3f3f;
+    const LOW4: u32 = 0x0f0f_0f0f;
+    const LOW2: u32 = 0x0303_0303;
+    let scales_high = (w2 & LOW4) | (((w0 >> 6) & LOW2) << 4);
+    let mins_high = ((w2 >> 4) & LOW4) | (((w1 >> 6) & LOW2) << 4);
+    (
+        u64::from(w0 & LOW6) | u64::from(scales_high) << 32,
+        u64::from(w1 & LOW6) | u64::from(mins_high) << 32,
+    )
 }
 
 #[inline(always)]
@@ -133,6 +140,8 @@ fn q4k_block(block: &[u8], out: &mut [f32]) {
     let d = half_at(block, 0);
     let dmin = half_at(block, 2);
     let scales: &[u8; 12] = block[4..16].try_into().expect("144-byte block");
+    let (sc, mins) = q4k_scales_mins(scales);
+    let (sc, mins) = (sc.to_le_bytes(), mins.to_le_bytes());
     let qs = &block[16..144];
     // Four groups of 64 weights: 32 low nibbles, then 32 high nibbles.
     for g in 0..4 {
@@ -140,9 +149,8 @@ fn q4k_block(block: &[u8], out: &mut [f32]) {
         let out: &mut [f32; 64] = (&mut out[64 * g..64 * g + 64])
             .try_into()
             .expect("64 outputs");
-        let (sc1, m1) = q4k_scale_min(2 * g, scales);
-        let (sc2, m2) = q4k_scale_min(2 * g + 1, scales);
-        let (d1, m1, d2, m2) = (d * sc1, dmin * m1, d * sc2, dmin * m2);
+        let (d1, m1) = (d * sc[2 * g] as f32, dmin * mins[2 * g] as f32);
+        let (d2, m2) = (d * sc[2 * g + 1] as f32, dmin * mins[2 * g + 1] as f32);
         for l in 0..32 {
             out[l] = d1 * (q[l] & 0xF) as f32 - m1;
             out[l + 32] = d2 * (q[l] >> 4) as f32 - m2;

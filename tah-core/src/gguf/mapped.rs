@@ -6,7 +6,8 @@
 //! more rows (prefill) dequantize a cache-sized panel of weight rows at a
 //! time and run an f32 GEMM (see [`super::dequant`]). Embedding rows are
 //! dequantized one row at a time. Only the pages actually read become
-//! resident.
+//! resident. Q4_K matrices on CPUs with AVX-512 VNNI use integer dot
+//! products for any number of rows ([`super::q4k_int8`]).
 
 use std::sync::Arc;
 
@@ -14,9 +15,10 @@ use candle_core::quantized::k_quants::{self, GgmlType};
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
 use memmap2::Mmap;
+use rayon::prelude::*;
 
-use super::dequant;
 use super::reader::{GgufFile, TensorInfo};
+use super::{dequant, q4k_int8};
 use crate::error::{Error, GgufProblem, Result};
 use crate::matmul::{few_rows_matmul_t, WeightRows, FEW_ROWS};
 
@@ -24,6 +26,10 @@ use crate::matmul::{few_rows_matmul_t, WeightRows, FEW_ROWS};
 /// an efficient GEMM, small enough to stay in the L2 cache (a 151936-row LM
 /// head is never widened as a whole).
 const PANEL_FLOATS: usize = 1 << 18;
+/// Weight rows per parallel task of the few-rows product.
+const WEIGHT_ROWS_PER_TASK: usize = 256;
+/// How far ahead (in weight rows) the few-rows product prefetches.
+const PREFETCH_ROWS_AHEAD: usize = 8;
 
 /// Calls `$f::<T>($args)` with `T` the block type of `$dtype`.
 macro_rules! with_block_type {
@@ -103,22 +109,76 @@ fn to_f32<T: GgmlType>(bytes: &[u8], out: &mut [f32]) -> Result<()> {
     Ok(())
 }
 
-/// `lhs @ rhs^T` with candle's k-quants kernels: the activations are
+/// `lhs @ rhs^T` with candle's k-quants dot products: the activations are
 /// quantized to the weights' 8-bit dot-product type, which makes a handful
 /// of rows several times faster than dequantizing the weights to f32.
+/// Weight rows are read in order with the rows ahead prefetched: decode is
+/// bound by how fast the mapped weights stream in from memory.
 fn quantized_matmul<T: GgmlType>(
     bytes: &[u8],
-    mkn: (usize, usize, usize),
+    (m, k, n): (usize, usize, usize),
     lhs: &[f32],
     dst: &mut [f32],
 ) -> Result<()> {
-    let (_, k, n) = mkn;
+    let mismatch = || candle_core::Error::Msg("block count mismatch".into());
     let rhs = blocks::<T>(bytes).ok_or_else(|| candle_core::Error::Msg("misaligned".into()))?;
-    // k_quants::matmul asserts on these sizes: check them first.
-    if rhs.len() * T::BLCK_SIZE != n * k || lhs.len() != mkn.0 * k || dst.len() < mkn.0 * n {
-        return Err(candle_core::Error::Msg("block count mismatch".into()).into());
+    if T::BLCK_SIZE != T::VecDotType::BLCK_SIZE
+        || !k.is_multiple_of(T::BLCK_SIZE)
+        || rhs.len() * T::BLCK_SIZE != n * k
+        || lhs.len() != m * k
+        || dst.len() != m * n
+    {
+        return Err(mismatch().into());
     }
-    Ok(k_quants::matmul(mkn, lhs, rhs, dst)?)
+    let row_blocks = k / T::BLCK_SIZE;
+    let mut lhs_q = vec![T::VecDotType::zeros(); m * row_blocks];
+    for (src, dst) in lhs.chunks_exact(k).zip(lhs_q.chunks_exact_mut(row_blocks)) {
+        T::VecDotType::from_float(src, dst);
+    }
+    // Weight-row-major results (`[n, m]`), transposed at the end.
+    let mut by_weight_row = vec![0f32; n * m];
+    by_weight_row
+        .par_chunks_mut(WEIGHT_ROWS_PER_TASK * m)
+        .zip(rhs.par_chunks(WEIGHT_ROWS_PER_TASK * row_blocks))
+        .for_each(|(out, weights)| {
+            let rows: Vec<&[T]> = weights.chunks_exact(row_blocks).collect();
+            for (j, row) in rows.iter().enumerate() {
+                if let Some(ahead) = rows.get(j + PREFETCH_ROWS_AHEAD) {
+                    prefetch(ahead);
+                }
+                for (o, x) in out[j * m..(j + 1) * m]
+                    .iter_mut()
+                    .zip(lhs_q.chunks_exact(row_blocks))
+                {
+                    *o = T::vec_dot(k, row, x);
+                }
+            }
+        });
+    for (j, values) in by_weight_row.chunks_exact(m).enumerate() {
+        for (r, v) in values.iter().enumerate() {
+            dst[r * n + j] = *v;
+        }
+    }
+    Ok(())
+}
+
+/// Asks the CPU to start loading `blocks` into the cache.
+fn prefetch<T>(blocks: &[T]) {
+    #[cfg(target_arch = "x86_64")]
+    {
+        let start = blocks.as_ptr() as *const i8;
+        for offset in (0..std::mem::size_of_val(blocks)).step_by(64) {
+            // SAFETY: a prefetch is a hint; it never faults, and the address
+            // is inside `blocks`.
+            unsafe {
+                std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                    start.add(offset),
+                )
+            };
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = blocks;
 }
 
 impl MappedMatrix {
@@ -201,6 +261,14 @@ impl MappedMatrix {
     /// rows dequantize a panel of weight rows and use an f32 GEMM.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let m = self.input_rows(x)?;
+        if self.dtype == GgmlDType::Q4K && q4k_int8::available() {
+            let lhs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            let mut dst = vec![0f32; m * self.rows];
+            let quantized = q4k_int8::QuantizedRows::new(&lhs, self.cols);
+            if q4k_int8::matmul_t(&quantized, self.bytes(), self.rows, &mut dst) {
+                return Ok(Tensor::from_vec(dst, (m, self.rows), x.device())?);
+            }
+        }
         if m > FEW_ROWS {
             return self.panel_forward(x);
         }

@@ -24,6 +24,7 @@ pub mod load;
 pub mod mapped;
 pub mod names;
 pub mod plan;
+pub mod q4k_int8;
 pub mod random;
 pub mod reader;
 pub mod vocab;

@@ -19,8 +19,8 @@ pub enum Expect {
     Tokenizer(&'static str),
     ChatTemplate(&'static str),
     /// Loads (the damage is in quantized weights, which are not scanned at
-    /// load time) but the first generation fails with `NonFiniteLogits`.
-    NonFiniteLogits,
+    /// load time) but the first generation fails with `NonFiniteOutput`.
+    NonFiniteOutput,
 }
 
 /// Checks that `err` is what `expect` says; returns its message.
@@ -39,7 +39,7 @@ pub fn check_error(label: &str, err: &Error, expect: &Expect) -> String {
         }
         (Expect::Tokenizer(s), Error::Tokenizer(m)) => m.contains(s),
         (Expect::ChatTemplate(s), Error::ChatTemplate(m)) => m.contains(s),
-        (Expect::NonFiniteLogits, Error::NonFiniteLogits { .. }) => true,
+        (Expect::NonFiniteOutput, Error::NonFiniteOutput { .. }) => true,
         _ => false,
     };
     assert!(ok, "{label}: expected {expect:?}, got {err:?}");
