@@ -417,6 +417,7 @@ impl WeightSource for GgufSource {
         let data = matrix.dequantize_all()?;
         let tensor = Tensor::from_vec(data, shape, &Device::Cpu)?;
         check_finite(&tensor, &self.file.path, &gguf_name)?;
+        matrix.release_pages();
         Ok(tensor)
     }
 
