@@ -201,9 +201,11 @@ fn a_listener_can_stop_the_generation() {
     assert_eq!(result.token_ids, fresh.token_ids[..3]);
 }
 
-/// A listener that blocks holds up its own generation only: a cancel sent
-/// meanwhile takes effect as soon as it returns, and another session on the
-/// same model keeps generating.
+/// A listener that blocks holds up its own generation only: another session
+/// on the same model runs a whole generation while it blocks (the listener
+/// waits for that generation to finish, so if sessions were serialized this
+/// would time out instead), and a cancel sent meanwhile takes effect as soon
+/// as it returns.
 #[test]
 fn a_blocking_listener_delays_only_its_own_generation() {
     let model = Arc::new(fixture_model("tiny-d2-a"));
@@ -212,22 +214,29 @@ fn a_blocking_listener_delays_only_its_own_generation() {
         max_new_tokens: 200,
         ..GenerationConfig::greedy()
     };
-    let block = Duration::from_millis(if soak() { 5000 } else { 2000 });
     let cancel = CancelHandle::new();
     let (blocked_tx, blocked_rx) = mpsc::channel();
+    let (other_done_tx, other_done_rx) = mpsc::channel::<()>();
     std::thread::scope(|s| {
-        let blocked = s.spawn(|| {
+        // The receiver is not `Sync`: the thread takes it (and borrows the rest).
+        let (model_ref, prompt_ref, config_ref, cancel_ref) = (&model, &prompt, &config, &cancel);
+        let blocked = s.spawn(move || {
+            let (model, prompt, config, cancel) = (model_ref, prompt_ref, config_ref, cancel_ref);
             let mut session = TahSession::new(model.clone());
-            session
-                .generate(&prompt, &config, &cancel, &mut |e| {
+            let mut saw_other_finish = false;
+            let result = session
+                .generate(prompt, config, cancel, &mut |e| {
                     if e.index == 0 {
-                        blocked_tx.send(Instant::now()).unwrap();
-                        std::thread::sleep(block);
+                        blocked_tx.send(()).unwrap();
+                        // Generous: only a serialized (deadlocked) run reaches it.
+                        saw_other_finish =
+                            other_done_rx.recv_timeout(Duration::from_secs(300)).is_ok();
                     }
                 })
-                .unwrap()
+                .unwrap();
+            (result, saw_other_finish)
         });
-        let block_started = blocked_rx.recv().unwrap();
+        blocked_rx.recv().unwrap();
         // Meanwhile another session runs a whole generation.
         let other = generate(
             &mut TahSession::new(model.clone()),
@@ -238,12 +247,13 @@ fn a_blocking_listener_delays_only_its_own_generation() {
             },
         );
         assert_eq!(other.token_ids.len(), 8);
+        cancel.cancel();
+        other_done_tx.send(()).unwrap();
+        let (result, saw_other_finish) = blocked.join().unwrap();
         assert!(
-            block_started.elapsed() < block,
+            saw_other_finish,
             "the other session waited for the blocked listener"
         );
-        cancel.cancel();
-        let result = blocked.join().unwrap();
         assert_eq!(result.stop_reason, StopReason::Cancelled);
         assert_eq!(result.token_ids.len(), 1, "ran on after the cancel");
     });
