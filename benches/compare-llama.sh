@@ -83,7 +83,6 @@ write_report() {
         --meta "model=random Qwen3-0.6B shapes (vocab 151936, hidden 1024, 28 layers, 16/8 heads, head_dim 128, FFN 3072, tied embedding): \`tah init-random --quant $quant --seed $seed\`; llama.cpp runs the \`--base-only\` twin (byte-identical base tensors)" \
         --meta "files=TaH $(du -m "$run/qwen3-0.6b-$quant-seed$seed-tah.gguf" | cut -f1) MiB, base-only $(du -m "$run/qwen3-0.6b-$quant-seed$seed-base.gguf" | cut -f1) MiB" \
         --meta "threads=$threads" \
-        --meta "KV cache=f16 in both engines (llama.cpp's default; \`tah bench --kv f16\`)" \
         --meta "repetitions=$reps (median, min-max)" \
         --meta "hard rate=$hard_rate in decider mode (seeded-hash-chosen positions take the second pass; the decider runs on every token)"
     cat "$ROOT/benches/results.md"
@@ -130,12 +129,10 @@ main() {
         --threads "$threads" -p "$pp" -n "$tg" --reps "$reps" 2>"$run/llama.log" \
         || { tail -20 "$run/llama.log" >&2; exit 1; }
 
-    # --kv f16: llama.cpp's default KV cache type, so both caches hold the
-    # same number of bytes per token.
-    echo "tah: never, decider (--hard-rate $hard_rate), always; f16 KV cache"
+    echo "tah: never, decider (--hard-rate $hard_rate), always"
     python3 "$ROOT/benches/compare.py" run "$run/tah.json" -- \
         "$tah" bench --model "$tah_model" --threads "$threads" -p "$pp" -n "$tg" \
-        --mode never,decider,always --hard-rate "$hard_rate" --reps "$reps" --kv f16 --json
+        --mode never,decider,always --hard-rate "$hard_rate" --reps "$reps" --json
 
     write_report "$run"
 }
