@@ -121,6 +121,7 @@ pub fn matmul_t(x: &QuantizedRows, weights: &[u8], n: usize, out: &mut [f32]) ->
     let m = x.rows();
     let row_bytes = x.cols / QK_K * Q4K_BYTES;
     if !available()
+        || row_bytes == 0
         || !x.cols.is_multiple_of(QK_K)
         || weights.len() != n * row_bytes
         || out.len() != m * n
