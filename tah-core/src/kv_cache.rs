@@ -9,6 +9,7 @@
 //! Rows are appended to growable buffers (amortised O(1)); nothing is ever
 //! concatenated per step.
 
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::matmul::{axpy, dot};
@@ -98,9 +99,8 @@ impl VectorStore {
         match self {
             VectorStore::F32(v) => &v[range],
             VectorStore::F16(v) => {
-                for (s, x) in scratch.iter_mut().zip(&v[range]) {
-                    *s = x.to_f32();
-                }
+                // One SIMD conversion (F16C where available), not a call per value.
+                v[range].convert_to_f32_slice(scratch);
                 scratch
             }
             VectorStore::Q8 { values, scales } => {
