@@ -283,9 +283,16 @@ impl MappedMatrix {
             let lhs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
             let mut dst = vec![0f32; m * self.rows];
             let quantized = q4k_int8::QuantizedRows::new(&lhs, self.cols);
-            if q4k_int8::matmul_t(&quantized, self.bytes(), self.rows, &mut dst) {
-                return Ok(Tensor::from_vec(dst, (m, self.rows), x.device())?);
+            // The sizes were checked (input columns, whole blocks at load):
+            // a refusal here is a bug, reported rather than hidden by a
+            // second, slower path.
+            if !q4k_int8::matmul_t(&quantized, self.bytes(), self.rows, &mut dst) {
+                return Err(candle_core::Error::Msg(format!(
+                    "Q4_K int8 product refused its sizes: {m} rows into {self:?}"
+                ))
+                .into());
             }
+            return Ok(Tensor::from_vec(dst, (m, self.rows), x.device())?);
         }
         if m > FEW_ROWS {
             return self.panel_forward(x);

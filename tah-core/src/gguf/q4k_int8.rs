@@ -363,6 +363,16 @@ mod tests {
                         }
                     }
                 }
+                // The int8 rows are the activations to within half a step.
+                for (b, (a, x)) in a
+                    .chunks_exact(QK_K)
+                    .zip(x[r * k..].chunks_exact(QK_K))
+                    .enumerate()
+                {
+                    for (a, x) in a.iter().zip(x) {
+                        assert!((a - x).abs() <= row.scales[b] * 0.5 + 1e-6, "{a} vs {x}");
+                    }
+                }
                 for c in 0..n {
                     let expect: f32 = a
                         .iter()
