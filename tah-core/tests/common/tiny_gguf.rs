@@ -6,6 +6,7 @@
 
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
+use tah_core::config::LINEAR_MODULES;
 use tah_core::gguf::writer::{write_gguf, TensorEntry};
 use tah_core::gguf::Value;
 
@@ -202,15 +203,6 @@ fn metadata(tah: bool) -> Vec<(String, Value)> {
     ];
     if tah {
         let list = |v: &[usize]| Value::Array(v.iter().map(|&x| u(x)).collect());
-        let targets = [
-            "q_proj",
-            "k_proj",
-            "v_proj",
-            "o_proj",
-            "gate_proj",
-            "up_proj",
-            "down_proj",
-        ];
         m.extend([
             ("tah.format_version", u(1)),
             ("tah.max_iter", u(2)),
@@ -231,7 +223,7 @@ fn metadata(tah: bool) -> Vec<(String, Value)> {
             ("tah.lora.alpha", Value::F32(4.0)),
             (
                 "tah.lora.targets",
-                Value::Array(targets.map(|t| Value::String(t.into())).to_vec()),
+                Value::Array(LINEAR_MODULES.map(|t| Value::String(t.into())).to_vec()),
             ),
         ]);
     }
