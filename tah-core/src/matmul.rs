@@ -85,32 +85,6 @@ pub(crate) fn few_rows_matmul_t(
     })
 }
 
-/// `out += w * x`, using AVX2 + FMA when the CPU has them.
-pub(crate) fn axpy(w: f32, x: &[f32], out: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { axpy_avx2(w, x, out) };
-        }
-    }
-    axpy_portable(w, x, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn axpy_avx2(w: f32, x: &[f32], out: &mut [f32]) {
-    axpy_portable(w, x, out)
-}
-
-#[inline(always)]
-fn axpy_portable(w: f32, x: &[f32], out: &mut [f32]) {
-    for (o, &v) in out.iter_mut().zip(x) {
-        *o = w.mul_add(v, *o);
-    }
-}
-
 /// Dot product, using AVX2 + FMA when the CPU has them (the portable build
 /// targets baseline x86-64; ARM builds get NEON from the target itself).
 pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -63,7 +63,15 @@ impl QuantizedRows {
         let mut scales = Vec::with_capacity(blocks);
         let mut group_sums = Vec::with_capacity(blocks * 8);
         for (src, dst) in x.chunks_exact(QK_K).zip(values.chunks_exact_mut(QK_K)) {
-            let amax = src.iter().fold(0f32, |m, v| m.max(v.abs()));
+            // Sixteen lanes so the maximum vectorizes (a single running
+            // maximum is a serial chain).
+            let mut lanes = [0f32; 16];
+            for chunk in src.chunks_exact(16) {
+                for (lane, v) in lanes.iter_mut().zip(chunk) {
+                    *lane = lane.max(v.abs());
+                }
+            }
+            let amax = lanes.iter().fold(0f32, |m, &v| m.max(v));
             let scale = if amax > 0.0 && amax.is_finite() {
                 amax / 127.0
             } else {

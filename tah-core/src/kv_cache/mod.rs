@@ -7,14 +7,12 @@
 //! each depth's entries: the duo-causal mask needs no mask matrix at all.
 //!
 //! Rows are appended to growable buffers (amortised O(1)); nothing is ever
-//! concatenated per step.
+//! concatenated per step. Attention over the cache lives in [`attention`].
 
-use half::slice::HalfFloatSliceExt;
-use rayon::prelude::*;
-
-use crate::matmul::{axpy, dot};
+mod attention;
 
 use crate::error::{Error, Result};
+use half::slice::HalfFloatSliceExt;
 
 /// How K/V vectors are stored.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -68,7 +66,11 @@ impl VectorStore {
     fn extend(&mut self, rows: &[f32], head_dim: usize) {
         match self {
             VectorStore::F32(v) => v.extend_from_slice(rows),
-            VectorStore::F16(v) => v.extend(rows.iter().map(|&x| half::f16::from_f32(x))),
+            VectorStore::F16(v) => {
+                let start = v.len();
+                v.resize(start + rows.len(), half::f16::ZERO);
+                v[start..].convert_from_f32_slice(rows);
+            }
             VectorStore::Q8 { values, scales } => {
                 for vector in rows.chunks_exact(head_dim) {
                     let max = vector.iter().fold(0f32, |m, x| m.max(x.abs()));
@@ -92,23 +94,48 @@ impl VectorStore {
         }
     }
 
-    /// Vector `index` as f32: borrowed, or widened into `scratch`.
-    fn vector<'a>(&'a self, index: usize, scratch: &'a mut [f32]) -> &'a [f32] {
-        let head_dim = scratch.len();
+    /// Writes vector `index` as f32 into `out` (`head_dim` floats).
+    fn widen(&self, index: usize, out: &mut [f32]) {
+        let head_dim = out.len();
         let range = index * head_dim..(index + 1) * head_dim;
         match self {
-            VectorStore::F32(v) => &v[range],
-            VectorStore::F16(v) => {
-                // One SIMD conversion (F16C where available), not a call per value.
-                v[range].convert_to_f32_slice(scratch);
-                scratch
-            }
+            VectorStore::F32(v) => out.copy_from_slice(&v[range]),
+            // One SIMD conversion (F16C where available), not a call per value.
+            VectorStore::F16(v) => v[range].convert_to_f32_slice(out),
             VectorStore::Q8 { values, scales } => {
                 let scale = scales[index];
-                for (s, &x) in scratch.iter_mut().zip(&values[range]) {
-                    *s = x as f32 * scale;
+                for (o, &x) in out.iter_mut().zip(&values[range]) {
+                    *o = x as f32 * scale;
                 }
-                scratch
+            }
+        }
+    }
+
+    /// The first `n` vectors of KV head `head` (of `heads`, interleaved
+    /// `[entry][head]`) as an f32 matrix: `(data, row stride)`. An f32 store
+    /// is read in place; the others are widened into `scratch`.
+    fn head_matrix<'a>(
+        &'a self,
+        head: usize,
+        heads: usize,
+        n: usize,
+        head_dim: usize,
+        scratch: &'a mut Vec<f32>,
+    ) -> (&'a [f32], usize) {
+        if n == 0 {
+            return (&[], head_dim);
+        }
+        match self {
+            VectorStore::F32(v) => {
+                let (start, stride) = (head * head_dim, heads * head_dim);
+                (&v[start..start + (n - 1) * stride + head_dim], stride)
+            }
+            _ => {
+                scratch.resize(n * head_dim, 0.0);
+                for (t, row) in scratch.chunks_exact_mut(head_dim).enumerate() {
+                    self.widen(t * heads + head, row);
+                }
+                (scratch, head_dim)
             }
         }
     }
@@ -286,71 +313,6 @@ impl KvCache {
             .map(|ps| ps.partition_point(|&p| p <= position))
             .collect()
     }
-
-    /// Duo-causal attention of `layer` for queries `q` (`[n][num_heads][head_dim]`,
-    /// already normed and rotated) at `depth` and `positions`, writing
-    /// `[n][num_heads][head_dim]` into `out`. The pass's own K/V must already be
-    /// appended.
-    pub(crate) fn attend(
-        &self,
-        layer: usize,
-        depth: usize,
-        positions: &[u32],
-        num_heads: usize,
-        q: &[f32],
-        out: &mut [f32],
-    ) {
-        let KvShape {
-            num_kv_heads,
-            head_dim,
-            ..
-        } = self.shape;
-        let group = num_heads / num_kv_heads;
-        let scale = 1.0 / (head_dim as f32).sqrt();
-        let depth_rows = &self.rows[layer][..depth];
-        let prefixes: Vec<Vec<usize>> = positions
-            .iter()
-            .map(|&p| self.visible_prefix(depth, p))
-            .collect();
-        out.par_chunks_mut(head_dim)
-            .enumerate()
-            .for_each(|(qh, out_row)| {
-                let (i, h) = (qh / num_heads, qh % num_heads);
-                let kv_head = h / group;
-                let q_row = &q[qh * head_dim..(qh + 1) * head_dim];
-                let visible = &prefixes[i];
-                let mut scores = Vec::with_capacity(visible.iter().sum());
-                let mut scratch = vec![0f32; head_dim];
-                for (rows, &n) in depth_rows.iter().zip(visible) {
-                    for t in 0..n {
-                        let k = rows.keys.vector(t * num_kv_heads + kv_head, &mut scratch);
-                        scores.push(dot(q_row, k) * scale);
-                    }
-                }
-                softmax_in_place(&mut scores);
-                out_row.fill(0.0);
-                let mut weights = scores.iter();
-                for (rows, &n) in depth_rows.iter().zip(visible) {
-                    for t in 0..n {
-                        let w = *weights.next().unwrap_or(&0.0);
-                        let v = rows.values.vector(t * num_kv_heads + kv_head, &mut scratch);
-                        axpy(w, v, out_row);
-                    }
-                }
-            });
-    }
-}
-
-fn softmax_in_place(xs: &mut [f32]) {
-    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0.0;
-    for x in xs.iter_mut() {
-        *x = (*x - max).exp();
-        sum += *x;
-    }
-    for x in xs.iter_mut() {
-        *x /= sum;
-    }
 }
 
 #[cfg(test)]
@@ -425,68 +387,5 @@ mod tests {
         assert_eq!(cache.positions(2), &[0, 2]);
         cache.reset();
         assert!(cache.is_empty() && cache.depth_len(2) == 0);
-    }
-
-    /// The compact attention equals dense attention with an explicit
-    /// duo-causal mask over all (position, depth) keys.
-    #[test]
-    fn attend_matches_dense_masked_attention() {
-        let shape = KvShape {
-            num_layers: 1,
-            num_kv_heads: 2,
-            head_dim: 4,
-            max_depth: 2,
-        };
-        let num_heads = 4;
-        let row = shape.num_kv_heads * shape.head_dim;
-        let value =
-            |p: u32, d: usize, j: usize| ((p as f32 + 1.3 * d as f32) * (j as f32 + 0.7)).sin();
-        let mut cache = KvCache::new(shape, 16, KvPrecision::F32);
-        let keys_of = |depth: usize, ps: &[u32], cache: &mut KvCache| {
-            cache.begin_pass(depth, ps).unwrap();
-            let k: Vec<f32> = ps
-                .iter()
-                .flat_map(|&p| (0..row).map(move |j| value(p, depth, j)))
-                .collect();
-            let v: Vec<f32> = k.iter().map(|x| x * 2.0 - 0.5).collect();
-            cache.append(0, depth, &k, &v);
-        };
-        keys_of(1, &[0, 1, 2, 3, 4], &mut cache);
-        keys_of(2, &[1, 3, 4], &mut cache);
-
-        let queries: [(u32, usize); 3] = [(3, 2), (4, 1), (1, 2)];
-        for (p, d) in queries {
-            let q: Vec<f32> = (0..num_heads * shape.head_dim)
-                .map(|j| ((j as f32) * 0.37 + p as f32).cos())
-                .collect();
-            let mut out = vec![0.0; q.len()];
-            cache.attend(0, d, &[p], num_heads, &q, &mut out);
-            for h in 0..num_heads {
-                let g = h / (num_heads / shape.num_kv_heads);
-                let qh = &q[h * 4..h * 4 + 4];
-                // Dense reference: every (p', d') with the mask applied explicitly.
-                let mut logits = Vec::new();
-                let mut vals = Vec::new();
-                for dd in 1..=2usize {
-                    for (slot, &pp) in cache.positions(dd).iter().enumerate() {
-                        let allowed = pp <= p && dd <= d;
-                        if !allowed {
-                            continue;
-                        }
-                        let rows = &cache.rows[0][dd - 1];
-                        let index = slot * shape.num_kv_heads + g;
-                        let k = rows.keys.vector(index, &mut [0.0; 4]).to_vec();
-                        let v = rows.values.vector(index, &mut [0.0; 4]).to_vec();
-                        logits.push(dot(qh, &k) / 2.0);
-                        vals.push(v);
-                    }
-                }
-                softmax_in_place(&mut logits);
-                for j in 0..4 {
-                    let expect: f32 = logits.iter().zip(&vals).map(|(w, v)| w * v[j]).sum();
-                    assert!((out[h * 4 + j] - expect).abs() < 1e-6);
-                }
-            }
-        }
     }
 }
