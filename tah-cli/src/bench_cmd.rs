@@ -156,7 +156,7 @@ fn child_args(args: &BenchArgs, mode: IterationMode) -> Vec<String> {
     }
     out.extend([
         "--kv".into(),
-        format!("{:?}", args.model.kv_precision).to_lowercase(),
+        format!("{:?}", args.model.kv_precision()).to_lowercase(),
     ]);
     if let Some(t) = args.threads {
         out.extend(["--threads".into(), t.to_string()]);

@@ -68,8 +68,10 @@ pub struct ModelArgs {
     #[arg(long)]
     pub context_length: Option<usize>,
     /// KV cache precision: f32, f16 or q8 (8-bit, about a quarter of f32).
-    #[arg(long = "kv", default_value = "f32")]
-    pub kv_precision: tah_core::KvPrecision,
+    /// Default: f16, except `tah trace`, which compares with the reference
+    /// and uses f32.
+    #[arg(long = "kv")]
+    pub kv_precision: Option<tah_core::KvPrecision>,
 }
 
 impl ModelArgs {
@@ -80,11 +82,16 @@ impl ModelArgs {
             .unwrap_or_else(|| PathBuf::from(DEFAULT_MODEL))
     }
 
+    /// The KV cache precision asked for, else the library's default.
+    pub fn kv_precision(&self) -> tah_core::KvPrecision {
+        self.kv_precision.unwrap_or_default()
+    }
+
     pub fn load(&self) -> anyhow::Result<tah_core::TahModel> {
         let options = tah_core::LoadOptions {
             tokenizer: self.tokenizer.clone(),
             context_length: self.context_length,
-            kv_precision: self.kv_precision,
+            kv_precision: self.kv_precision(),
         };
         let model = tah_core::TahModel::load(&self.path(), &options)?;
         if let Some(notice) = model.notice() {

@@ -43,7 +43,12 @@ pub fn run(args: &TraceArgs) -> anyhow::Result<()> {
         (None, None, Some(c)) => TraceInput::Chat(c.clone()),
         _ => bail!("give exactly one of --ids, --prompt or --chat"),
     };
-    let model = args.model.load().context("loading the model")?;
+    // Traces are compared with the reference, which computes in f32.
+    let mut model_args = args.model.clone();
+    model_args
+        .kv_precision
+        .get_or_insert(tah_core::KvPrecision::F32);
+    let model = model_args.load().context("loading the model")?;
     let request = TraceRequest {
         input,
         new_tokens: args.new_tokens,

@@ -12,7 +12,9 @@ use common::{fixture_dir, fixture_names, tokenizer_path};
 use serde_json::Value as Json;
 use tah_core::gguf::{convert, ConvertOptions, ConvertSummary, GgufFile, Quant, Value};
 use tah_core::trace::{trace, TraceInput, TraceRequest};
-use tah_core::{Error, GgufProblem, IterationMode, IterationPolicy, LoadOptions, TahModel};
+use tah_core::{
+    Error, GgufProblem, IterationMode, IterationPolicy, KvPrecision, LoadOptions, TahModel,
+};
 
 fn convert_fixture(name: &str, quant: Quant) -> (TempFile, ConvertSummary) {
     let out = TempFile::new(&format!("{name}-{quant:?}"));
@@ -31,9 +33,14 @@ fn convert_fixture(name: &str, quant: Quant) -> (TempFile, ConvertSummary) {
     (out, summary)
 }
 
-/// Loads with the tokenizer and chat template embedded in the file.
+/// Loads with the tokenizer and chat template embedded in the file, and the
+/// f32 KV cache the reference's tolerances assume.
 fn load(path: &Path) -> TahModel {
-    TahModel::load(path, &LoadOptions::default())
+    let options = LoadOptions {
+        kv_precision: KvPrecision::F32,
+        ..Default::default()
+    };
+    TahModel::load(path, &options)
         .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
 }
 

@@ -8,7 +8,7 @@ pub mod tiny_gguf;
 
 use std::path::PathBuf;
 
-use tah_core::{LoadOptions, TahModel};
+use tah_core::{KvPrecision, LoadOptions, TahModel};
 
 /// The fixtures copied into the repository (byte-identical to `../shared/fixtures`).
 pub fn fixture_dir() -> PathBuf {
@@ -41,6 +41,8 @@ pub fn fixture_names() -> Vec<String> {
 pub fn fixture_model(name: &str) -> TahModel {
     let options = LoadOptions {
         tokenizer: Some(tokenizer_path()),
+        // The reference computes in f32; the tolerances assume the same.
+        kv_precision: KvPrecision::F32,
         ..Default::default()
     };
     TahModel::load(&fixture_dir().join(name), &options)
