@@ -5,10 +5,11 @@
 use std::path::{Path, PathBuf};
 
 use candle_core::{Module, Tensor};
-use candle_nn::{LayerNorm, Linear};
+use candle_nn::LayerNorm;
 
 use crate::config::DeciderConfig;
 use crate::error::{Error, Result};
+use crate::matmul::dense_matmul_t;
 use crate::torch_pickle::{TorchCheckpoint, TorchTensor};
 use crate::weights::{SafetensorsSource, WeightBuilder, WeightSource};
 
@@ -66,12 +67,27 @@ pub fn bf16_threshold(threshold: f32) -> f32 {
     half::bf16::from_f32(threshold).to_f32()
 }
 
+/// `x W^T + b`. Through [`dense_matmul_t`], a decode step's single row reads
+/// each weight row once; a GEMM would first pack the whole matrix (the
+/// decider's ~19 MB at Qwen3-0.6B size, every token).
+#[derive(Clone, Debug)]
+struct Linear {
+    weight: Tensor,
+    bias: Tensor,
+}
+
+impl Linear {
+    fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(dense_matmul_t(x, &self.weight)?.broadcast_add(&self.bias)?)
+    }
+}
+
 fn linear(vb: &WeightBuilder, name: &str, in_dim: usize, out_dim: usize) -> Result<Linear> {
     let vb = vb.pp(name);
-    Ok(Linear::new(
-        vb.tensor("weight", &[out_dim, in_dim])?,
-        Some(vb.tensor("bias", &[out_dim])?),
-    ))
+    Ok(Linear {
+        weight: vb.tensor("weight", &[out_dim, in_dim])?,
+        bias: vb.tensor("bias", &[out_dim])?,
+    })
 }
 
 fn layer_norm(vb: &WeightBuilder, name: &str, dim: usize) -> Result<LayerNorm> {

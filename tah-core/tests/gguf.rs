@@ -40,8 +40,7 @@ fn load(path: &Path) -> TahModel {
         kv_precision: KvPrecision::F32,
         ..Default::default()
     };
-    TahModel::load(path, &options)
-        .unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+    TahModel::load(path, &options).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
 }
 
 fn expected(fixture: &str) -> Json {

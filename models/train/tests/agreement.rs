@@ -7,7 +7,7 @@
 use candle_core::{Device, Tensor, D};
 use tah_core::gguf::{convert, ConvertOptions, Quant};
 use tah_core::trace::{trace, TraceInput, TraceRequest};
-use tah_core::{IterationMode, IterationPolicy, LoadOptions, TahModel};
+use tah_core::{IterationMode, IterationPolicy, KvPrecision, LoadOptions, TahModel};
 use tah_train::checkpoint::write_tah;
 use tah_train::data::{sample, Problem};
 use tah_train::data_batch::Example;
@@ -118,7 +118,12 @@ fn runtime_matches_training_forward() {
     let mut worst = 0f32;
     let mut mixed = 0;
     for path in [&dir, &gguf] {
-        let model = TahModel::load(path, &LoadOptions::default()).unwrap();
+        // The training forward computes in f32; so must the runtime's cache.
+        let options = LoadOptions {
+            kv_precision: KvPrecision::F32,
+            ..Default::default()
+        };
+        let model = TahModel::load(path, &options).unwrap();
         for ex in &examples {
             let ids = Tensor::new(ex.ids.as_slice(), &Device::Cpu)
                 .unwrap()
