@@ -90,10 +90,18 @@ impl QuantizedRows {
                 let mut sum = 0i16;
                 for (o, v) in out.iter_mut().zip(group) {
                     // Adding and removing 1.5 * 2^23 rounds |x| <= 127 to the
-                    // nearest integer without a libm call (so it vectorizes);
-                    // `as` saturates and maps NaN to 0.
+                    // nearest integer without a libm call; NaN becomes 0.
+                    // A saturating `as` compiles to a scalar compare-and-move
+                    // per value, so the range is made explicit instead.
                     const ROUND: f32 = 12_582_912.0;
-                    *o = ((v * inverse + ROUND) - ROUND) as i8;
+                    let r = (v * inverse + ROUND) - ROUND;
+                    let r = if r.is_nan() {
+                        0.0
+                    } else {
+                        r.clamp(-127.0, 127.0)
+                    };
+                    // SAFETY: `r` is finite and within i32's range.
+                    *o = unsafe { r.to_int_unchecked::<i32>() } as i8;
                     sum += *o as i16;
                 }
                 group_sums.push(sum as f32 * scale);
