@@ -5,7 +5,12 @@
 # same base tensors). Writes benches/results.md. Not part of the SDK, not run
 # in CI.
 #
-#   benches/compare-llama.sh [--threads N] [--reps N] [--quant q4_k] [--seed S]
+#   benches/compare-llama.sh [--threads N] [--rounds N] [--reps N] [--quant q4_k] [--seed S]
+#
+# The engines run in --rounds interleaved rounds (default 3: llama.cpp, then
+# every tah mode, --reps repetitions each, default 1), so a slow spell of a
+# shared machine hits both engines; the report gives each round's ratios
+# and their median.
 #   benches/compare-llama.sh --setup-only    # only build llama-cpp-python
 #   benches/compare-llama.sh --report-only   # rewrite results.md from the last run
 #
@@ -69,12 +74,13 @@ setup_llama_cpp_python() {
 
 # benches/results.md from the files of the last run in $1.
 write_report() {
-    local run=$1 quant seed threads reps pp tg hard_rate llama_cpu
-    read -r quant seed threads reps pp tg hard_rate <"$run/settings"
+    local run=$1 quant seed threads reps pp tg hard_rate rounds llama_cpu
+    read -r quant seed threads reps pp tg hard_rate rounds <"$run/settings"
+    rounds=${rounds:-1}
     llama_cpu=$("$VENV/bin/python" -c 'import llama_cpp; print(llama_cpp.llama_print_system_info().decode())' 2>/dev/null \
         | sed 's/^CPU : //; s/ = 1//g; s/ | /, /g; s/[ |,]*$//')
     python3 "$ROOT/benches/compare.py" report --tah "$run/tah.json" --llama "$run/llama.json" \
-        --llama-log "$run/llama.log" --pp "$pp" --tg "$tg" --threads "$threads" --out "$ROOT/benches/results.md" \
+        --llama-log "$run/llama.log" --pp "$pp" --tg "$tg" --threads "$threads" --rounds "$rounds" --out "$ROOT/benches/results.md" \
         --meta "date=$(date -u -r "$run/tah.json" '+%Y-%m-%d %H:%M UTC')" \
         --meta "machine=$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(uname -sr)" \
         --meta "tah=$(cat "$run/tah-version"), release build" \
@@ -83,18 +89,19 @@ write_report() {
         --meta "model=random Qwen3-0.6B shapes (vocab 151936, hidden 1024, 28 layers, 16/8 heads, head_dim 128, FFN 3072, tied embedding): \`tah init-random --quant $quant --seed $seed\`; llama.cpp runs the \`--base-only\` twin (byte-identical base tensors)" \
         --meta "files=TaH $(du -m "$run/qwen3-0.6b-$quant-seed$seed-tah.gguf" | cut -f1) MiB, base-only $(du -m "$run/qwen3-0.6b-$quant-seed$seed-base.gguf" | cut -f1) MiB" \
         --meta "threads=$threads" \
-        --meta "repetitions=$reps (median, min-max)" \
+        --meta "repetitions=$rounds interleaved round(s) x $reps (median, min-max)" \
         --meta "hard rate=$hard_rate in decider mode (seeded-hash-chosen positions take the second pass; the decider runs on every token)"
     cat "$ROOT/benches/results.md"
 }
 
 # Everything runs from here, so editing this file never affects a running copy.
 main() {
-    local threads=1 reps=3 quant=q4_k seed=0 setup_only=0
+    local threads=1 rounds=3 reps=1 quant=q4_k seed=0 setup_only=0
     local pp=512 tg=64 hard_rate=0.06
     while [[ $# -gt 0 ]]; do
         case "$1" in
             --threads) threads=$2; shift 2 ;;
+            --rounds) rounds=$2; shift 2 ;;
             --reps) reps=$2; shift 2 ;;
             --quant) quant=$2; shift 2 ;;
             --seed) seed=$2; shift 2 ;;
@@ -117,22 +124,29 @@ main() {
     mkdir -p "$run"
     git -C "$ROOT" diff --quiet HEAD || dirty=" (uncommitted changes)"
     echo "commit $(git -C "$ROOT" rev-parse --short HEAD)$dirty" >"$run/tah-version"
-    echo "$quant $seed $threads $reps $pp $tg $hard_rate" >"$run/settings"
+    echo "$quant $seed $threads $reps $pp $tg $hard_rate $rounds" >"$run/settings"
     local tah_model="$run/qwen3-0.6b-$quant-seed$seed-tah.gguf"
     local base_model="$run/qwen3-0.6b-$quant-seed$seed-base.gguf"
     "$tah" init-random --shape qwen3-0.6b --quant "$quant" --seed "$seed" --out "$tah_model" --force
     "$tah" init-random --shape qwen3-0.6b --quant "$quant" --seed "$seed" --out "$base_model" --force --base-only
 
-    echo "llama.cpp: pp$pp, tg$tg, $threads thread(s), $reps repetitions"
-    python3 "$ROOT/benches/compare.py" run "$run/llama.json" -- \
-        "$VENV/bin/python" "$ROOT/benches/llama_bench.py" --model "$base_model" \
-        --threads "$threads" -p "$pp" -n "$tg" --reps "$reps" 2>"$run/llama.log" \
-        || { tail -20 "$run/llama.log" >&2; exit 1; }
-
-    echo "tah: never, decider (--hard-rate $hard_rate), always"
-    python3 "$ROOT/benches/compare.py" run "$run/tah.json" -- \
-        "$tah" bench --model "$tah_model" --threads "$threads" -p "$pp" -n "$tg" \
-        --mode never,decider,always --hard-rate "$hard_rate" --reps "$reps" --json
+    : >"$run/llama.log"
+    local i llama_rounds=() tah_rounds=()
+    for ((i = 1; i <= rounds; i++)); do
+        echo "round $i/$rounds: llama.cpp pp$pp, tg$tg, $threads thread(s), $reps repetition(s)"
+        python3 "$ROOT/benches/compare.py" run "$run/llama.json.$i" -- \
+            "$VENV/bin/python" "$ROOT/benches/llama_bench.py" --model "$base_model" \
+            --threads "$threads" -p "$pp" -n "$tg" --reps "$reps" 2>>"$run/llama.log" \
+            || { tail -20 "$run/llama.log" >&2; exit 1; }
+        echo "round $i/$rounds: tah never, decider (--hard-rate $hard_rate), always"
+        python3 "$ROOT/benches/compare.py" run "$run/tah.json.$i" -- \
+            "$tah" bench --model "$tah_model" --threads "$threads" -p "$pp" -n "$tg" \
+            --mode never,decider,always --hard-rate "$hard_rate" --reps "$reps" --json
+        llama_rounds+=("$run/llama.json.$i")
+        tah_rounds+=("$run/tah.json.$i")
+    done
+    python3 "$ROOT/benches/compare.py" merge "$run/llama.json" "${llama_rounds[@]}"
+    python3 "$ROOT/benches/compare.py" merge "$run/tah.json" "${tah_rounds[@]}"
 
     write_report "$run"
 }

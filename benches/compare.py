@@ -4,14 +4,19 @@
         OUT.json.proc: wall and CPU seconds of CMD and its descendants, and the
         most threads any one of its processes had (sampled every 20 ms), to
         show that `--threads 1` means one thread of work.
-    compare.py report --tah T.json --llama L.json [--meta K=V ...] --out results.md
-        writes the markdown table and the ratios against issue #7's targets.
+    compare.py merge OUT.json IN.json...  merges the rows of several rounds
+        (same mode and test): median tok/s, min-max over every repetition,
+        largest peak RSS, median load and ttft; and their .proc files.
+    compare.py report --tah T.json --llama L.json [--rounds N] [--meta K=V ...] --out results.md
+        writes the markdown table and the ratios against issue #7's targets
+        (with --rounds, also each round's ratios from T.json.N / L.json.N).
 """
 
 import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -68,6 +73,35 @@ def run(out_path, cmd):
         sys.exit(f"{' '.join(cmd)} failed with status {child.returncode}")
 
 
+def merge(out_path, in_paths):
+    rounds = [json.load(open(p)) for p in in_paths]
+    merged = []
+    for first in rounds[0]:
+        same = [r for rows in rounds for r in rows if r["mode"] == first["mode"] and r["test"] == first["test"]]
+        row = dict(first)
+        row["tok_per_s"] = statistics.median(r["tok_per_s"] for r in same)
+        row["tok_per_s_min"] = min(r["tok_per_s_min"] for r in same)
+        row["tok_per_s_max"] = max(r["tok_per_s_max"] for r in same)
+        row["peak_rss_bytes"] = max(r["peak_rss_bytes"] for r in same)
+        for key in ("load_ms", "ttft_ms", "passes_per_token"):
+            row[key] = statistics.median(r[key] for r in same)
+        if "llama_perf" in first:
+            row["llama_perf"] = {k: sum(r["llama_perf"][k] for r in same) for k in ("t_eval_ms", "n_eval")}
+        merged.append(row)
+    with open(out_path, "w") as f:
+        json.dump(merged, f)
+    procs = [json.load(open(p + ".proc")) for p in in_paths]
+    with open(out_path + ".proc", "w") as f:
+        json.dump(
+            {
+                "wall_s": sum(p["wall_s"] for p in procs),
+                "cpu_s": sum(p["cpu_s"] for p in procs),
+                "max_threads_per_process": max(p["max_threads_per_process"] for p in procs),
+            },
+            f,
+        )
+
+
 # An engine with fewer CPU seconds than this share of wall time x threads was
 # waiting for the CPU (other load), not working.
 BUSY_CPU_SHARE = 0.85
@@ -82,6 +116,32 @@ def find(rows, mode, test):
         if r["mode"] == mode and r["test"] == test:
             return r
     return None
+
+
+def target_values(tah, llama, pp, tg, base_rss):
+    """The six ratios of issue #7's targets (None where a row is missing)."""
+
+    def ratio(a, b):
+        return a / b if a is not None and b else None
+
+    l_pp, l_tg = find(llama, "base", f"pp{pp}"), find(llama, "base", f"tg{tg}")
+    never_pp, never_tg = find(tah, "never", f"pp{pp}"), find(tah, "never", f"tg{tg}")
+    dec_tg = find(tah, "decider", f"tg{tg}")
+    tah_peak = max((r["peak_rss_bytes"] for r in tah if r["mode"] in ("never", "decider")), default=None)
+    l_peak = max(r["peak_rss_bytes"] for r in llama)
+    ltft = lambda r: r["load_ms"] + r["ttft_ms"] if r else None
+    return [
+        ratio(never_tg and never_tg["tok_per_s"], l_tg["tok_per_s"]),
+        ratio(never_pp and never_pp["tok_per_s"], l_pp["tok_per_s"]),
+        ratio(dec_tg and dec_tg["tok_per_s"], never_tg and never_tg["tok_per_s"]),
+        ratio(tah_peak, l_peak),
+        ratio(tah_peak, l_peak - base_rss),
+        ratio(ltft(never_tg), ltft(l_tg)),
+    ]
+
+
+def round_targets(tah_path, llama_path, pp, tg, base_rss):
+    return target_values(json.load(open(tah_path)), json.load(open(llama_path)), pp, tg, base_rss)
 
 
 def report(args):
@@ -135,28 +195,40 @@ def report(args):
             "so the speeds and ratios below measure the other load as much as the engines. Re-run on a quiet machine.",
         ]
 
-    def ratio(a, b):
-        return a / b if a is not None and b else None
-
-    l_pp, l_tg = find(llama, "base", f"pp{pp}"), find(llama, "base", f"tg{tg}")
-    never_pp, never_tg = find(tah, "never", f"pp{pp}"), find(tah, "never", f"tg{tg}")
-    dec_tg = find(tah, "decider", f"tg{tg}")
-    tah_peak = max((r["peak_rss_bytes"] for r in tah if r["mode"] in ("never", "decider")), default=None)
-    l_peak = max(r["peak_rss_bytes"] for r in llama)
-    ltft = lambda r: r["load_ms"] + r["ttft_ms"] if r else None
-    targets = [
-        (f"never decode (tg{tg}) vs llama.cpp", ">= 1.2", ratio(never_tg and never_tg["tok_per_s"], l_tg["tok_per_s"]), lambda x: x >= 1.2),
-        (f"never prefill (pp{pp}) vs llama.cpp", ">= 1.0", ratio(never_pp and never_pp["tok_per_s"], l_pp["tok_per_s"]), lambda x: x >= 1.0),
-        (f"decider @ hard-rate decode vs never (tg{tg})", ">= 0.95", ratio(dec_tg and dec_tg["tok_per_s"], never_tg and never_tg["tok_per_s"]), lambda x: x >= 0.95),
-        ("peak RSS (tah never/decider max) vs llama.cpp process", "<= 0.9", ratio(tah_peak, l_peak), lambda x: x <= 0.9),
-        ("peak RSS vs llama.cpp minus its Python baseline", "<= 0.9", ratio(tah_peak, l_peak - base_rss), lambda x: x <= 0.9),
-        (f"load + time to first token (never, tg{tg} prompt) vs llama.cpp", "<= 1.0", ratio(ltft(never_tg), ltft(l_tg)), lambda x: x <= 1.0),
+    names = [
+        (f"never decode (tg{tg}) vs llama.cpp", ">= 1.2", lambda x: x >= 1.2),
+        (f"never prefill (pp{pp}) vs llama.cpp", ">= 1.0", lambda x: x >= 1.0),
+        (f"decider @ hard-rate decode vs never (tg{tg})", ">= 0.95", lambda x: x >= 0.95),
+        ("peak RSS (tah never/decider max) vs llama.cpp process", "<= 0.9", lambda x: x <= 0.9),
+        ("peak RSS vs llama.cpp minus its Python baseline", "<= 0.9", lambda x: x <= 0.9),
+        (f"load + time to first token (never, tg{tg} prompt) vs llama.cpp", "<= 1.0", lambda x: x <= 1.0),
     ]
-    lines += ["", "## Against the targets of issue #7", "", "| measure | target | ratio | met |", "| --- | --- | --- | --- |"]
-    for name, target, value, ok in targets:
-        shown = "n/a" if value is None else f"{value:.3f}"
-        met = "n/a" if value is None else ("yes" if ok(value) else "no")
-        lines.append(f"| {name} | {target} | {shown} | {met} |")
+    targets = [(n, t, v, ok) for (n, t, ok), v in zip(names, target_values(tah, llama, pp, tg, base_rss))]
+    lines += ["", "## Against the targets of issue #7", ""]
+    if args.rounds > 1:
+        lines += [
+            f"The engines ran in {args.rounds} interleaved rounds (llama.cpp, then every tah mode, in turn), so a slow "
+            "spell of the machine hits both; each round gives its own ratios, and the last column is their median.",
+            "",
+        ]
+        per_round = [round_targets(f"{args.tah}.{i}", f"{args.llama}.{i}", pp, tg, base_rss) for i in range(1, args.rounds + 1)]
+        lines += [
+            "| measure | target | ratio of the medians | each round | median of the rounds | met (median of the rounds) |",
+            "| --- | --- | --- | --- | --- | --- |",
+        ]
+        for k, (name, target, value, ok) in enumerate(targets):
+            values = [r[k] for r in per_round if r[k] is not None]
+            each = ", ".join(f"{v:.2f}" for v in values)
+            mid = statistics.median(values) if values else None
+            shown = "n/a" if value is None else f"{value:.3f}"
+            met = "n/a" if mid is None else ("yes" if ok(mid) else "no")
+            lines.append(f"| {name} | {target} | {shown} | {each} | {'n/a' if mid is None else f'{mid:.3f}'} | {met} |")
+    else:
+        lines += ["| measure | target | ratio | met |", "| --- | --- | --- | --- |"]
+        for name, target, value, ok in targets:
+            shown = "n/a" if value is None else f"{value:.3f}"
+            met = "n/a" if value is None else ("yes" if ok(value) else "no")
+            lines.append(f"| {name} | {target} | {shown} | {met} |")
     if args.llama_log:
         buffers = [l.strip() for l in open(args.llama_log, errors="replace") if "buffer size" in l]
         if buffers:
@@ -166,6 +238,9 @@ def report(args):
 
 
 def main():
+    if len(sys.argv) > 3 and sys.argv[1] == "merge":
+        merge(sys.argv[2], sys.argv[3:])
+        return
     if len(sys.argv) > 2 and sys.argv[1] == "run":
         if "--" not in sys.argv:
             sys.exit("usage: compare.py run OUT.json -- CMD...")
@@ -179,6 +254,7 @@ def main():
     ap.add_argument("--pp", type=int, default=512)
     ap.add_argument("--tg", type=int, default=64)
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--meta", action="append", default=[])
     ap.add_argument("--out", required=True)
     report(ap.parse_args())
