@@ -21,6 +21,30 @@ pub struct ModelOptions {
     /// A `tokenizer.json` to use instead of the one in the model directory.
     #[uniffi(default)]
     pub tokenizer_path: Option<String>,
+    /// How the KV cache stores keys and values (`null`/`nil`: f16).
+    #[uniffi(default)]
+    pub kv_precision: Option<KvPrecision>,
+}
+
+/// KV cache precision: memory per cached token against exactness.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum KvPrecision {
+    /// Half precision: half the memory of f32 (the default).
+    F16,
+    /// Exact: what the reference computes.
+    F32,
+    /// 8-bit with one scale per head vector: about a quarter of f32.
+    Q8,
+}
+
+impl From<KvPrecision> for tah_core::KvPrecision {
+    fn from(p: KvPrecision) -> Self {
+        match p {
+            KvPrecision::F16 => tah_core::KvPrecision::F16,
+            KvPrecision::F32 => tah_core::KvPrecision::F32,
+            KvPrecision::Q8 => tah_core::KvPrecision::Q8,
+        }
+    }
 }
 
 /// A loaded TaH model (weights, decider, tokenizer, chat template). Loading is
@@ -62,7 +86,7 @@ impl TahModel {
             let load_options = tah_core::LoadOptions {
                 tokenizer: options.tokenizer_path.map(PathBuf::from),
                 context_length: options.context_length.map(|n| n as usize),
-                ..Default::default()
+                kv_precision: options.kv_precision.map(Into::into).unwrap_or_default(),
             };
             let load = || tah_core::TahModel::load(Path::new(&path), &load_options);
             let engine = match &pool {

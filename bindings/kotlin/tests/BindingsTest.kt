@@ -8,6 +8,7 @@ import ai.tah.sdk.GenerationConfig
 import ai.tah.sdk.GenerationResult
 import ai.tah.sdk.GenerationUpdate
 import ai.tah.sdk.IterationMode
+import ai.tah.sdk.KvPrecision
 import ai.tah.sdk.ModelOptions
 import ai.tah.sdk.Prompt
 import ai.tah.sdk.StopReason
@@ -87,6 +88,25 @@ fun main(args: Array<String>) {
             check(recorder.threads.none { it == "main" }) { "callbacks on the calling thread" }
             check(handle.isFinished()) { "handle not finished" }
             handle.close()
+        }
+    }
+
+    run.test("an f32 KV cache gives the fixture's tokens; a q8 cache generates as many") {
+        for (precision in listOf(KvPrecision.F32, KvPrecision.Q8)) {
+            val options = ModelOptions(threads = 2u, tokenizerPath = tokenizer, kvPrecision = precision)
+            TahModel.load(modelDir, options).use { m ->
+                m.newSession().use { session ->
+                    val recorder = Recorder()
+                    session.generate(userPrompt(tah.text), config(tah), recorder).use {
+                        val ids = recorder.await().getOrThrow().tokenIds
+                        if (precision == KvPrecision.F32) {
+                            check(ids == tah.tokens) { "f32: $ids != ${tah.tokens}" }
+                        } else {
+                            check(ids.size == tah.tokens.size) { "q8: ${ids.size} tokens" }
+                        }
+                    }
+                }
+            }
         }
     }
 

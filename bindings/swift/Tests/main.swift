@@ -77,6 +77,23 @@ await run.test("greedy tokens match the fixture (chat prompt, streaming order)")
     try check(handle.isFinished(), "handle not finished")
 }
 
+await run.test("an f32 KV cache gives the fixture's tokens; a q8 cache generates as many") {
+    for precision in [KvPrecision.f32, KvPrecision.q8] {
+        let options = ModelOptions(tokenizerPath: tokenizer, kvPrecision: precision)
+        let m = try TahModel.load(path: modelDir, options: options)
+        let session = m.newSession()
+        let recorder = Recorder()
+        let handle = try session.generate(prompt: .user(tah.text), config: config(tah), listener: recorder)
+        let ids = try recorder.wait().get().tokenIds
+        if precision == .f32 {
+            try check(ids == tah.tokens, "f32: \(ids) != \(tah.tokens)")
+        } else {
+            try check(ids.count == tah.tokens.count, "q8: \(ids.count) tokens")
+        }
+        _ = handle
+    }
+}
+
 await run.test("raw prompts in never and always modes match the fixture") {
     let session = model.newSession()
     for c in [never, always] {

@@ -1884,6 +1884,10 @@ public struct ModelOptions: Equatable, Hashable {
      * A `tokenizer.json` to use instead of the one in the model directory.
      */
     public var tokenizerPath: String?
+    /**
+     * How the KV cache stores keys and values (`null`/`nil`: f16).
+     */
+    public var kvPrecision: KvPrecision?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1898,10 +1902,14 @@ public struct ModelOptions: Equatable, Hashable {
          */contextLength: UInt32? = nil, 
         /**
          * A `tokenizer.json` to use instead of the one in the model directory.
-         */tokenizerPath: String? = nil) {
+         */tokenizerPath: String? = nil, 
+        /**
+         * How the KV cache stores keys and values (`null`/`nil`: f16).
+         */kvPrecision: KvPrecision? = nil) {
         self.threads = threads
         self.contextLength = contextLength
         self.tokenizerPath = tokenizerPath
+        self.kvPrecision = kvPrecision
     }
 
     
@@ -1922,7 +1930,8 @@ public struct FfiConverterTypeModelOptions: FfiConverterRustBuffer {
             try ModelOptions(
                 threads: FfiConverterOptionUInt32.read(from: &buf), 
                 contextLength: FfiConverterOptionUInt32.read(from: &buf), 
-                tokenizerPath: FfiConverterOptionString.read(from: &buf)
+                tokenizerPath: FfiConverterOptionString.read(from: &buf), 
+                kvPrecision: FfiConverterOptionTypeKvPrecision.read(from: &buf)
         )
     }
 
@@ -1930,6 +1939,7 @@ public struct FfiConverterTypeModelOptions: FfiConverterRustBuffer {
         FfiConverterOptionUInt32.write(value.threads, into: &buf)
         FfiConverterOptionUInt32.write(value.contextLength, into: &buf)
         FfiConverterOptionString.write(value.tokenizerPath, into: &buf)
+        FfiConverterOptionTypeKvPrecision.write(value.kvPrecision, into: &buf)
     }
 }
 
@@ -2250,6 +2260,91 @@ public func FfiConverterTypeIterationMode_lift(_ buf: RustBuffer) throws -> Iter
 #endif
 public func FfiConverterTypeIterationMode_lower(_ value: IterationMode) -> RustBuffer {
     return FfiConverterTypeIterationMode.lower(value)
+}
+
+
+
+/**
+ * KV cache precision: memory per cached token against exactness.
+ */
+
+public enum KvPrecision: Equatable, Hashable {
+    
+    /**
+     * Half precision: half the memory of f32 (the default).
+     */
+    case f16
+    /**
+     * Exact: what the reference computes.
+     */
+    case f32
+    /**
+     * 8-bit with one scale per head vector: about a quarter of f32.
+     */
+    case q8
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension KvPrecision: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeKvPrecision: FfiConverterRustBuffer {
+    typealias SwiftType = KvPrecision
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> KvPrecision {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .f16
+        
+        case 2: return .f32
+        
+        case 3: return .q8
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: KvPrecision, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .f16:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .f32:
+            writeInt(&buf, Int32(2))
+        
+        
+        case .q8:
+            writeInt(&buf, Int32(3))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeKvPrecision_lift(_ buf: RustBuffer) throws -> KvPrecision {
+    return try FfiConverterTypeKvPrecision.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeKvPrecision_lower(_ value: KvPrecision) -> RustBuffer {
+    return FfiConverterTypeKvPrecision.lower(value)
 }
 
 
@@ -2760,6 +2855,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterString.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeKvPrecision: FfiConverterRustBuffer {
+    typealias SwiftType = KvPrecision?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeKvPrecision.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeKvPrecision.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }

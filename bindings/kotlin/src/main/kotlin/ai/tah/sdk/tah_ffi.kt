@@ -3128,6 +3128,11 @@ data class ModelOptions (
      * A `tokenizer.json` to use instead of the one in the model directory.
      */
     var `tokenizerPath`: kotlin.String? = null 
+    , 
+    /**
+     * How the KV cache stores keys and values (`null`/`nil`: f16).
+     */
+    var `kvPrecision`: KvPrecision? = null 
     
 ){
     
@@ -3147,19 +3152,22 @@ public object FfiConverterTypeModelOptions: FfiConverterRustBuffer<ModelOptions>
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterOptionalTypeKvPrecision.read(buf),
         )
     }
 
     override fun allocationSize(value: ModelOptions) = (
             FfiConverterOptionalUInt.allocationSize(value.`threads`) +
             FfiConverterOptionalUInt.allocationSize(value.`contextLength`) +
-            FfiConverterOptionalString.allocationSize(value.`tokenizerPath`)
+            FfiConverterOptionalString.allocationSize(value.`tokenizerPath`) +
+            FfiConverterOptionalTypeKvPrecision.allocationSize(value.`kvPrecision`)
     )
 
     override fun write(value: ModelOptions, buf: ByteBuffer) {
             FfiConverterOptionalUInt.write(value.`threads`, buf)
             FfiConverterOptionalUInt.write(value.`contextLength`, buf)
             FfiConverterOptionalString.write(value.`tokenizerPath`, buf)
+            FfiConverterOptionalTypeKvPrecision.write(value.`kvPrecision`, buf)
     }
 }
 
@@ -3372,6 +3380,53 @@ public object FfiConverterTypeIterationMode: FfiConverterRustBuffer<IterationMod
     override fun allocationSize(value: IterationMode) = 4UL
 
     override fun write(value: IterationMode, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * KV cache precision: memory per cached token against exactness.
+ */
+
+enum class KvPrecision {
+    
+    /**
+     * Half precision: half the memory of f32 (the default).
+     */
+    F16,
+    /**
+     * Exact: what the reference computes.
+     */
+    F32,
+    /**
+     * 8-bit with one scale per head vector: about a quarter of f32.
+     */
+    Q8;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeKvPrecision: FfiConverterRustBuffer<KvPrecision> {
+    override fun read(buf: ByteBuffer) = try {
+        KvPrecision.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: KvPrecision) = 4UL
+
+    override fun write(value: KvPrecision, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
     }
 }
@@ -3883,6 +3938,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
         } else {
             buf.put(1)
             FfiConverterString.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeKvPrecision: FfiConverterRustBuffer<KvPrecision?> {
+    override fun read(buf: ByteBuffer): KvPrecision? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeKvPrecision.read(buf)
+    }
+
+    override fun allocationSize(value: KvPrecision?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeKvPrecision.allocationSize(value)
+        }
+    }
+
+    override fun write(value: KvPrecision?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeKvPrecision.write(value, buf)
         }
     }
 }
