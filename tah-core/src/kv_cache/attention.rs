@@ -10,7 +10,7 @@
 
 use rayon::prelude::*;
 
-use super::{KvCache, KvShape};
+use super::{KvCache, KvShape, VectorStore};
 
 /// Queries per block: enough rows for the GEMM to pay off, few enough that
 /// the causal rectangle (computed whole, then masked) wastes little.
@@ -96,21 +96,17 @@ impl KvCache {
         // Positions ascend, so the last query sees the most at every depth.
         let widths = &query.prefixes[m - 1];
         let total: usize = widths.iter().sum();
-        let mut key_scratch = vec![Vec::new(); depth];
-        let mut value_scratch = vec![Vec::new(); depth];
+        let (mut key_scratch, mut value_scratch) =
+            (vec![Vec::new(); depth], vec![Vec::new(); depth]);
         let rows = &self.rows[layer][..depth];
-        let keys: Vec<(&[f32], usize)> = rows
-            .iter()
-            .zip(widths)
-            .zip(&mut key_scratch)
-            .map(|((r, &n), s)| r.keys.head_matrix(kv_head, num_kv_heads, n, head_dim, s))
-            .collect();
-        let values: Vec<(&[f32], usize)> = rows
-            .iter()
-            .zip(widths)
-            .zip(&mut value_scratch)
-            .map(|((r, &n), s)| r.values.head_matrix(kv_head, num_kv_heads, n, head_dim, s))
-            .collect();
+        let head = HeadOf {
+            kv_head,
+            num_kv_heads,
+            head_dim,
+            widths,
+        };
+        let keys = head.matrices(rows.iter().map(|r| &r.keys), &mut key_scratch);
+        let values = head.matrices(rows.iter().map(|r| &r.values), &mut value_scratch);
 
         let scale = 1.0 / (head_dim as f32).sqrt();
         let mut scores = vec![0f32; m * total];
@@ -158,6 +154,32 @@ impl KvCache {
             }
         }
         out
+    }
+}
+
+/// One KV head's visible cache, `widths[d']` entries at each depth d' + 1.
+struct HeadOf<'w> {
+    kv_head: usize,
+    num_kv_heads: usize,
+    head_dim: usize,
+    widths: &'w [usize],
+}
+
+impl HeadOf<'_> {
+    /// Each depth's store as an f32 matrix `(data, row stride)` of the
+    /// head's visible vectors (see [`VectorStore::head_matrix`]).
+    fn matrices<'a>(
+        &self,
+        stores: impl Iterator<Item = &'a VectorStore>,
+        scratch: &'a mut [Vec<f32>],
+    ) -> Vec<(&'a [f32], usize)> {
+        stores
+            .zip(self.widths)
+            .zip(scratch)
+            .map(|((store, &n), s)| {
+                store.head_matrix(self.kv_head, self.num_kv_heads, n, self.head_dim, s)
+            })
+            .collect()
     }
 }
 
@@ -250,7 +272,7 @@ fn lane_sum(xs: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// `e^x` for `x <= 0` (within 2 ulp; 0 below -87, so masked scores weigh
+/// `e^x` for `x <= 0` (within 3e-7 relative; 0 below -87, so masked scores weigh
 /// exactly nothing). Plain arithmetic the compiler vectorizes, unlike a
 /// libm call per score, which took ~4% of a prefill.
 #[inline(always)]
