@@ -1,4 +1,5 @@
-//! `tah convert`: a Hugging Face TaH checkpoint directory -> one GGUF file.
+//! `tah convert`: a Hugging Face TaH checkpoint directory (or a GGUF file,
+//! to change its type) -> one GGUF file.
 
 use std::path::PathBuf;
 
@@ -7,7 +8,8 @@ use tah_core::gguf::{convert, ConvertOptions, ConvertSummary, Quant};
 
 #[derive(clap::Args, Debug)]
 pub struct ConvertArgs {
-    /// The checkpoint directory (Hugging Face layout).
+    /// The checkpoint directory (Hugging Face layout), or a GGUF model file
+    /// to rewrite with another --quant.
     #[arg(long)]
     from: PathBuf,
     /// The GGUF file to write.
@@ -16,7 +18,8 @@ pub struct ConvertArgs {
     /// Type of the large base matrices: f32, f16, bf16, q8_0, q4_k or q4_0.
     #[arg(long, default_value = "q8_0")]
     quant: Quant,
-    /// tokenizer.json to embed (default: FROM/tokenizer.json).
+    /// tokenizer.json to embed (default: FROM/tokenizer.json, or the one a
+    /// GGUF input embeds).
     #[arg(long)]
     tokenizer: Option<PathBuf>,
     /// Overwrite TO if it exists.

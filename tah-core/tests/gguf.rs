@@ -82,20 +82,14 @@ fn agreement(quant: Quant) -> Agreement {
 }
 
 #[test]
-fn q8_0_keeps_top1_and_decisions() {
+fn q8_0_on_the_random_fixtures() {
     let a = agreement(Quant::Q8_0);
-    // KNOWN SHORTFALL (reported, not asserted): the issue asks for >= 99%
-    // top-1 agreement; on these random-weight fixtures q8_0 reaches ~88.5%
-    // (their logits are nearly flat, so the top two are often within the
-    // q8_0 error). Still to be measured on a trained checkpoint.
-    assert!(
-        a.top1.0 * 100 >= a.top1.1 * 85,
-        "q8_0 top-1 agreement regressed"
-    );
-    assert!(
-        a.decisions.0 * 100 >= a.decisions.1 * 98,
-        "q8_0 decision agreement below 98%"
-    );
+    // Reported, with a floor against regressions: the issue's 99% top-1
+    // target is for trained weights (the trained-model test below). These
+    // random-weight fixtures have nearly flat logits over 151,936 tokens, so
+    // the top two are often within q8_0's error; the report shows how close
+    // the flipped-to tokens were in the f32 run.
+    a.assert_at_least(85, 98);
 }
 
 #[test]
@@ -103,6 +97,103 @@ fn q4_k_figures() {
     // Reported, not asserted: 4-bit weights on a hidden size of 64 (every
     // row one Q5_0 fallback block) are a stress test, not a product setting.
     agreement(Quant::Q4K);
+}
+
+/// The shipped trained model (`models/arith-tah.gguf`, f16) rewritten at f32
+/// and at `quant` by `convert`, teacher-forced on held-out problems (chat
+/// transcript of question and worked solution) in `decider` mode.
+fn trained_agreement(quant: Quant, problems: usize) -> Agreement {
+    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let rewrite = |quant: Quant| {
+        let out = TempFile::new(&format!("arith-{quant:?}"));
+        let options = ConvertOptions {
+            quant,
+            tokenizer: None,
+            force: false,
+        };
+        convert(
+            &models.join("arith-tah.gguf"),
+            &out.0,
+            &options,
+            &mut |_, _, _| {},
+        )
+        .unwrap_or_else(|e| panic!("rewriting the default model at {quant:?}: {e}"));
+        out
+    };
+    let (f32_file, q_file) = (rewrite(Quant::F32), rewrite(quant));
+    let (reference, quantized) = (load(&f32_file.0), load(&q_file.0));
+    let data = std::fs::read_to_string(models.join("arith-test.jsonl")).unwrap();
+    let mut total = Agreement::default();
+    for line in data.lines().take(problems) {
+        let p: Json = serde_json::from_str(line).unwrap();
+        let text = format!(
+            "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n{}<|im_end|>",
+            p["question"].as_str().unwrap(),
+            p["solution"].as_str().unwrap()
+        );
+        let request = TraceRequest {
+            input: TraceInput::Prompt(text),
+            new_tokens: 0,
+            split: None,
+            policy: IterationPolicy::default(),
+        };
+        total.add_request(&reference, &quantized, &request);
+    }
+    total.report(&format!(
+        "trained model, {problems} problems, {quant:?} vs f32"
+    ));
+    total
+}
+
+#[test]
+fn q8_0_keeps_top1_and_decisions_of_the_trained_model() {
+    trained_agreement(Quant::Q8_0, 100).assert_at_least(99, 98);
+}
+
+#[test]
+fn q4_k_figures_of_the_trained_model() {
+    // Reported, not asserted (hidden size 64: Q5_0 fallback blocks).
+    trained_agreement(Quant::Q4K, 100);
+}
+
+#[test]
+fn rewriting_a_gguf_equals_converting_the_directory() {
+    // The f32 file holds the checkpoint's bf16 values exactly, so rewriting
+    // it at q8_0 must give the bytes of a direct q8_0 conversion.
+    let (f32_file, _) = convert_fixture("tiny-d2-a", Quant::F32);
+    let (direct, _) = convert_fixture("tiny-d2-a", Quant::Q8_0);
+    let rewritten = TempFile::new("tiny-d2-a-rewritten");
+    let options = ConvertOptions {
+        quant: Quant::Q8_0,
+        tokenizer: None,
+        force: false,
+    };
+    convert(&f32_file.0, &rewritten.0, &options, &mut |_, _, _| {}).unwrap();
+    let (a, b) = (
+        GgufFile::open(&direct.0).unwrap(),
+        GgufFile::open(&rewritten.0).unwrap(),
+    );
+    let mut names: Vec<&str> = a.tensor_names().collect();
+    names.sort_unstable();
+    let mut other: Vec<&str> = b.tensor_names().collect();
+    other.sort_unstable();
+    assert_eq!(names, other);
+    for name in names {
+        let (x, y) = (a.tensor_info(name).unwrap(), b.tensor_info(name).unwrap());
+        assert_eq!((x.dtype, &x.shape), (y.dtype, &y.shape), "{name}");
+        assert!(
+            a.tensor_bytes(name) == b.tensor_bytes(name),
+            "{name} differs"
+        );
+    }
+    for (key, value) in a.metadata() {
+        if key != "general.name" {
+            assert_eq!(b.metadata().get(key), Some(value), "{key}");
+        }
+    }
+    // Refuses to overwrite, like a directory conversion.
+    let again = convert(&f32_file.0, &rewritten.0, &options, &mut |_, _, _| {});
+    assert!(matches!(again, Err(Error::InvalidArgument(_))), "{again:?}");
 }
 
 #[test]
@@ -172,6 +263,36 @@ fn plain_qwen3_gguf_runs_in_never_mode() {
             assert!((x.1 - y.1).abs() < 1e-5);
         }
     }
+
+    // A plain file can be rewritten at another type too; without an
+    // embedded tokenizer.json it needs one passed in.
+    let options = |tokenizer| ConvertOptions {
+        quant: Quant::Q8_0,
+        tokenizer,
+        force: true,
+    };
+    let rewritten = TempFile::new("plain-q8_0");
+    convert(&plain.0, &rewritten.0, &options(None), &mut |_, _, _| {}).unwrap();
+    assert_eq!(load(&rewritten.0).max_iter(), 1);
+    let bare = TempFile::new("plain-no-tokenizer");
+    rewrite(
+        &plain.0,
+        &bare.0,
+        |k| k != "tokenizer.huggingface.json",
+        vec![],
+        |_| true,
+    );
+    let refused = convert(&bare.0, &rewritten.0, &options(None), &mut |_, _, _| {});
+    assert!(matches!(refused, Err(Error::Gguf { .. })), "{refused:?}");
+    let tokenizer = Some(tokenizer_path());
+    convert(
+        &bare.0,
+        &rewritten.0,
+        &options(tokenizer),
+        &mut |_, _, _| {},
+    )
+    .unwrap();
+    assert_eq!(load(&rewritten.0).max_iter(), 1);
 }
 
 fn load_err(bytes: &[u8]) -> Error {

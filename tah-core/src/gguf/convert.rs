@@ -1,4 +1,5 @@
 //! `tah convert`: a Hugging Face TaH checkpoint directory -> one GGUF file.
+//! (A GGUF input is rewritten at another type by [`super::requantize`].)
 //!
 //! The embedding and the seven projections of every layer are quantized;
 //! norms, LoRA and decider stay f32 (they are small and the LoRA delta and
@@ -16,6 +17,7 @@ use super::plan::{
     check_overwrite, metadata, plan_base, plan_lora, read_embedded_texts, tensor_bytes, write_plan,
     ConvertSummary, Part, Plan, Quant, TahSettings,
 };
+use super::requantize::requantize;
 use super::writer::TensorEntry;
 use crate::config::{read_json, LoraConfig, Qwen3Config, TahConfig};
 use crate::decider::DeciderFile;
@@ -61,7 +63,8 @@ fn read_tah_parts(dir: &Path, cfg: &Qwen3Config) -> Result<Option<TahParts>> {
     }))
 }
 
-/// Converts the checkpoint directory `from` into the GGUF file `to`.
+/// Converts the checkpoint directory `from` (or, when `from` is a file, a
+/// GGUF model: [`requantize`]) into the GGUF file `to`.
 /// `progress(done_bytes, total_bytes, tensor)` is called after each tensor.
 pub fn convert(
     from: &Path,
@@ -69,6 +72,9 @@ pub fn convert(
     options: &ConvertOptions,
     progress: &mut dyn FnMut(usize, usize, &str),
 ) -> Result<ConvertSummary> {
+    if from.is_file() {
+        return requantize(from, to, options, progress);
+    }
     check_overwrite(to, options.force)?;
     // 1. Configs, tokenizer and chat template.
     let config_path = from.join("config.json");

@@ -21,7 +21,7 @@ use crate::tah_model::{check_tokenizer_fits, LoadOptions, LoadedParts, TahModel}
 use crate::tokenizer::TahTokenizer;
 use crate::weights::WeightBuilder;
 
-fn qwen3_config(file: &GgufFile) -> Result<Qwen3Config> {
+pub(super) fn qwen3_config(file: &GgufFile) -> Result<Qwen3Config> {
     let arch = file.get_str(keys::ARCHITECTURE)?;
     if arch != keys::ARCH {
         return Err(file.metadata_error(
@@ -71,7 +71,10 @@ fn qwen3_config(file: &GgufFile) -> Result<Qwen3Config> {
 }
 
 /// The TaH settings, or None for a file without any `tah.` key.
-fn tah_config(file: &GgufFile, cfg: &Qwen3Config) -> Result<Option<(TahConfig, LoraConfig)>> {
+pub(super) fn tah_config(
+    file: &GgufFile,
+    cfg: &Qwen3Config,
+) -> Result<Option<(TahConfig, LoraConfig)>> {
     if !file.metadata().keys().any(|k| k.starts_with("tah.")) {
         return Ok(None);
     }

@@ -5,7 +5,8 @@
 //!
 //! - [`reader`]: strict, bounds-checked parser over a memory map.
 //! - [`mapped`]: weight matrices that stay in the mapping (no heap copy).
-//! - [`writer`] / [`plan`] / [`convert`]: `tah convert` (HF directory -> GGUF).
+//! - [`writer`] / [`plan`] / [`convert`]: `tah convert` (HF directory -> GGUF);
+//!   [`requantize`]: GGUF -> GGUF at another type.
 //! - [`random`]: `tah init-random` (random weights, real shapes, for benchmarks);
 //!   [`vocab`]: llama.cpp's tokenizer keys for its plain-Qwen3 twin.
 //! - [`load`]: a [`crate::TahModel`] from a GGUF file.
@@ -27,6 +28,7 @@ pub mod plan;
 pub mod q4k_int8;
 pub mod random;
 pub mod reader;
+pub mod requantize;
 pub mod vocab;
 pub mod writer;
 

@@ -259,6 +259,11 @@ pub fn check_case(model: &TahModel, case: &Value, diff: &mut MaxDiff) -> Trace {
 pub struct Agreement {
     pub top1: (usize, usize),
     pub decisions: (usize, usize),
+    /// Where top-1 differs: how far below its own top-1 the reference put
+    /// the other model's choice (None: outside the reference's top list).
+    pub flip_margins: Vec<Option<f32>>,
+    /// The reference's top-1 minus top-2 logit at every position.
+    pub reference_gaps: Vec<f32>,
 }
 
 impl Agreement {
@@ -275,21 +280,45 @@ impl Agreement {
                     ..Default::default()
                 },
             };
-            let (a, b) = (
-                trace(reference, &request).unwrap(),
-                trace(other, &request).unwrap(),
-            );
-            for (x, y) in a.prefill.top.iter().zip(&b.prefill.top) {
-                self.top1.0 += usize::from(x[0].0 == y[0].0);
-                self.top1.1 += 1;
-            }
-            if case["mode"].as_str() == Some("tah") {
-                for (x, y) in a.prefill.iter_count.iter().zip(&b.prefill.iter_count) {
-                    self.decisions.0 += usize::from(x == y);
-                    self.decisions.1 += 1;
-                }
+            self.add_request(reference, other, &request);
+        }
+    }
+
+    /// Counts one teacher-forced input (decisions only in `decider` mode).
+    pub fn add_request(&mut self, reference: &TahModel, other: &TahModel, request: &TraceRequest) {
+        let (a, b) = (
+            trace(reference, request).unwrap(),
+            trace(other, request).unwrap(),
+        );
+        for (x, y) in a.prefill.top.iter().zip(&b.prefill.top) {
+            self.top1.0 += usize::from(x[0].0 == y[0].0);
+            self.top1.1 += 1;
+            self.reference_gaps.push(x[0].1 - x[1].1);
+            if x[0].0 != y[0].0 {
+                let other_choice = x.iter().find(|(id, _)| *id == y[0].0);
+                self.flip_margins
+                    .push(other_choice.map(|(_, l)| x[0].1 - l));
             }
         }
+        if request.policy.mode == IterationMode::Decider {
+            for (x, y) in a.prefill.iter_count.iter().zip(&b.prefill.iter_count) {
+                self.decisions.0 += usize::from(x == y);
+                self.decisions.1 += 1;
+            }
+        }
+    }
+
+    /// Fails unless top-1 and decisions agree at these percentages or more.
+    pub fn assert_at_least(&self, top1_pct: usize, decisions_pct: usize) {
+        let (t, d) = (self.top1, self.decisions);
+        assert!(
+            t.0 * 100 >= t.1 * top1_pct,
+            "top-1 agreement below {top1_pct}%: {t:?}"
+        );
+        assert!(
+            d.0 * 100 >= d.1 * decisions_pct,
+            "decision agreement below {decisions_pct}%: {d:?}"
+        );
     }
 
     /// Prints and returns the figures as percentages.
@@ -304,6 +333,19 @@ impl Agreement {
             self.decisions.1,
             pct(self.decisions)
         );
+        if !self.flip_margins.is_empty() {
+            let mut gaps = self.reference_gaps.clone();
+            gaps.sort_by(f32::total_cmp);
+            let within: Vec<f32> = self.flip_margins.iter().flatten().copied().collect();
+            println!(
+                "  {} top-1 flips: {} to a token in the reference's top list, at most {:.4} \
+                 logits below its top-1; the reference's median top-1/top-2 gap is {:.4}",
+                self.flip_margins.len(),
+                within.len(),
+                within.iter().copied().fold(0.0, f32::max),
+                gaps[gaps.len() / 2],
+            );
+        }
         (pct(self.top1), pct(self.decisions))
     }
 }
