@@ -34,6 +34,21 @@ impl WeightRows for DenseRows<'_> {
     }
 }
 
+/// Calls `f` with `x`'s values in row-major order: borrowed from its storage
+/// when `x` is a contiguous f32 CPU tensor (activations usually are), else
+/// copied.
+pub(crate) fn with_f32_values<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>) -> Result<R> {
+    if let (DType::F32, Some((start, end))) = (x.dtype(), x.layout().contiguous_offsets()) {
+        let (storage, _) = x.storage_and_layout();
+        if let candle_core::Storage::Cpu(cpu) = &*storage {
+            if let Some(values) = cpu.as_slice::<f32>()?.get(start..end) {
+                return f(values);
+            }
+        }
+    }
+    f(&x.contiguous()?.flatten_all()?.to_vec1::<f32>()?)
+}
+
 /// `x` (`[n, in]`) times the transpose of `weight` (`[out, in]`).
 pub fn dense_matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (rows, in_dim) = x.dims2()?;
@@ -45,8 +60,8 @@ pub fn dense_matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
                 .as_slice::<f32>()?
                 .get(layout.start_offset()..layout.start_offset() + out_dim * in_dim)
                 .ok_or_else(|| Error::InvalidArgument("weight view out of its storage".into()))?;
-            let x = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-            return few_rows_matmul_t(&x, rows, out_dim, &DenseRows { data, in_dim });
+            let weight = DenseRows { data, in_dim };
+            return with_f32_values(x, |x| few_rows_matmul_t(x, rows, out_dim, &weight));
         }
     }
     Ok(x.matmul(&weight.t()?)?)

@@ -20,7 +20,7 @@ use rayon::prelude::*;
 use super::reader::{GgufFile, TensorInfo};
 use super::{dequant, q4k_int8};
 use crate::error::{Error, GgufProblem, Result};
-use crate::matmul::{few_rows_matmul_t, WeightRows, FEW_ROWS};
+use crate::matmul::{few_rows_matmul_t, with_f32_values, WeightRows, FEW_ROWS};
 
 /// Floats in one dequantized panel of weight rows (1 MiB): big enough for
 /// an efficient GEMM, small enough to stay in the L2 cache (a 151936-row LM
@@ -280,9 +280,9 @@ impl MappedMatrix {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let m = self.input_rows(x)?;
         if self.dtype == GgmlDType::Q4K && q4k_int8::available() {
-            let lhs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+            let quantized =
+                with_f32_values(x, |lhs| Ok(q4k_int8::QuantizedRows::new(lhs, self.cols)))?;
             let mut dst = vec![0f32; m * self.rows];
-            let quantized = q4k_int8::QuantizedRows::new(&lhs, self.cols);
             // The sizes were checked (input columns, whole blocks at load):
             // a refusal here is a bug, reported rather than hidden by a
             // second, slower path.
@@ -297,19 +297,20 @@ impl MappedMatrix {
         if m > FEW_ROWS {
             return self.panel_forward(x);
         }
-        let lhs = x.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
-        if matches!(
-            self.dtype,
-            GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
-        ) {
-            return few_rows_matmul_t(&lhs, m, self.rows, self);
-        }
-        let mut dst = vec![0f32; m * self.rows];
-        with_block_type!(
-            self.dtype,
-            quantized_matmul(self.bytes(), (m, self.cols, self.rows), &lhs, &mut dst)
-        )?;
-        Ok(Tensor::from_vec(dst, (m, self.rows), x.device())?)
+        with_f32_values(x, |lhs| {
+            if matches!(
+                self.dtype,
+                GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
+            ) {
+                return few_rows_matmul_t(lhs, m, self.rows, self);
+            }
+            let mut dst = vec![0f32; m * self.rows];
+            with_block_type!(
+                self.dtype,
+                quantized_matmul(self.bytes(), (m, self.cols, self.rows), lhs, &mut dst)
+            )?;
+            Ok(Tensor::from_vec(dst, (m, self.rows), x.device())?)
+        })
     }
 
     /// Rows of `x`, after checking that it has `cols` columns.
