@@ -34,6 +34,27 @@ impl WeightRows for DenseRows<'_> {
     }
 }
 
+/// A `[rows, n]` output shared by parallel tasks that each write their own
+/// columns (a task's columns are not contiguous, so they cannot be split
+/// off as slices).
+#[derive(Clone, Copy)]
+pub(crate) struct OutColumns(*mut f32);
+// SAFETY: users write disjoint columns from each task.
+unsafe impl Send for OutColumns {}
+unsafe impl Sync for OutColumns {}
+
+impl OutColumns {
+    pub fn new(out: &mut [f32]) -> Self {
+        OutColumns(out.as_mut_ptr())
+    }
+
+    /// # Safety
+    /// `offset` must lie within the output.
+    pub unsafe fn at(self, offset: usize) -> *mut f32 {
+        self.0.add(offset)
+    }
+}
+
 /// Calls `f` with `x`'s values in row-major order: borrowed from its storage
 /// when `x` is a contiguous f32 CPU tensor (activations usually are), else
 /// copied.

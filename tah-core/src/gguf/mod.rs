@@ -19,6 +19,7 @@
 //!   (`[r, in]`) and `...lora_b` (`[out, r]`) for every target module;
 //! - decider: `tah.decider.<PyTorch state-dict name>`.
 
+pub mod amx;
 pub mod convert;
 pub mod dequant;
 pub mod load;

@@ -24,6 +24,7 @@
 use rayon::prelude::*;
 
 use super::dequant::{q4k_scales_mins, Q4K_BYTES, QK_K};
+use crate::matmul::OutColumns;
 
 /// Activation rows computed together against one weight row (8 measured
 /// ~10-15% faster than 4 at 16 and 64 rows: the nibbles and scales are
@@ -156,7 +157,7 @@ pub fn matmul_t(x: &QuantizedRows, weights: &[u8], n: usize, out: &mut [f32]) ->
     }
     // Tasks own column blocks of the output (`WEIGHT_ROWS_PER_TASK` weight
     // rows each) and write them in place.
-    let out = OutColumns(out.as_mut_ptr());
+    let out = OutColumns::new(out);
     weights
         .par_chunks(WEIGHT_ROWS_PER_TASK * row_bytes)
         .enumerate()
@@ -174,21 +175,6 @@ pub fn matmul_t(x: &QuantizedRows, weights: &[u8], n: usize, out: &mut [f32]) ->
             }
         });
     true
-}
-
-/// The output of [`matmul_t`], shared by tasks writing disjoint columns.
-#[derive(Clone, Copy)]
-struct OutColumns(*mut f32);
-// SAFETY: every task writes only its own columns (see `matmul_t`).
-unsafe impl Send for OutColumns {}
-unsafe impl Sync for OutColumns {}
-
-impl OutColumns {
-    /// # Safety
-    /// `offset` must lie within the output.
-    unsafe fn at(self, offset: usize) -> *mut f32 {
-        self.0.add(offset)
-    }
 }
 
 /// Rows `first..first + tile` of `x` dotted with every Q4_K weight row of
