@@ -7,7 +7,8 @@
 //! time and run an f32 GEMM (see [`super::dequant`]). Embedding rows are
 //! dequantized one row at a time. Only the pages actually read become
 //! resident. Q4_K matrices on CPUs with AVX-512 VNNI use integer dot
-//! products for any number of rows ([`super::q4k_int8`]).
+//! products ([`super::q4k_int8`]); many rows of a 4- to 6-bit matrix on
+//! CPUs with AMX use its tiles ([`super::amx`]).
 
 use std::sync::Arc;
 
@@ -279,9 +280,11 @@ impl MappedMatrix {
         with_block_type!(self.dtype, to_f32(src, out))
     }
 
-    /// `x @ W^T` for `x` of shape `[m, cols]`. A few rows (decode) of a
-    /// quantized matrix use 8-bit dot products straight from the blocks, of
-    /// an unquantized one dot products with one widened row at a time; more
+    /// `x @ W^T` for `x` of shape `[m, cols]`. Many rows of a 4- to 6-bit
+    /// matrix use AMX where the CPU has it, Q4_K the int8 kernel where the
+    /// CPU has AVX-512 VNNI. Otherwise a few rows (decode) of a quantized
+    /// matrix use 8-bit dot products straight from the blocks, of an
+    /// unquantized one dot products with one widened row at a time; more
     /// rows dequantize a panel of weight rows and use an f32 GEMM.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let m = self.input_rows(x)?;

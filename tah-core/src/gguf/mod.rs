@@ -4,7 +4,8 @@
 //! tokenizer and chat template, so one memory-mapped file is the whole model.
 //!
 //! - [`reader`]: strict, bounds-checked parser over a memory map.
-//! - [`mapped`]: weight matrices that stay in the mapping (no heap copy).
+//! - [`mapped`]: weight matrices that stay in the mapping (no heap copy);
+//!   their products: [`q4k_int8`] (AVX-512 VNNI), [`amx`] (AMX tiles).
 //! - [`writer`] / [`plan`] / [`convert`]: `tah convert` (HF directory -> GGUF);
 //!   [`requantize`]: GGUF -> GGUF at another type.
 //! - [`random`]: `tah init-random` (random weights, real shapes, for benchmarks);
