@@ -16,7 +16,7 @@
 #
 # Environment: TAH_BENCH_CACHE (venv, models, logs; default
 # ~/.cache/tah-bench), CARGO_TARGET_DIR (where `tah` is built in release),
-# LLAMA_CPP_PYTHON_VERSION, LLAMA_CMAKE_ARGS.
+# LLAMA_CPP_PYTHON_VERSION, LLAMA_CMAKE_ARGS, TAH_AMX (0: tah without AMX).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -28,8 +28,12 @@ VENV="$CACHE_DIR/venv-llama-cpp-python-$LLAMA_CPP_PYTHON_VERSION"
 # at 1 thread no worker threads at all), no BLAS/GPU backends, no multimodal
 # library (unused; saves build time); scikit-build-core builds Release (-O3).
 # On x86 the ISA flags are the CPU's own (what -march=native gives) except
-# AMX: KVM guests can advertise AMX that faults (SIGILL on `tilezero` here),
-# and ggml's AMX buffer holds a second, repacked copy of the weights.
+# AMX: llama-cpp-python 0.3.36 built with AMX dies with SIGILL on its first
+# `tilezero` here (gdb: in ggml_backend_amx_mul_mat, no tile configuration
+# loaded on that thread, also when the process was granted AMX state by
+# arch_prctl beforehand), and ggml's AMX buffer holds a second, repacked
+# copy of the weights. tah uses AMX where the CPU has it; `TAH_AMX=0` in the
+# environment runs it without, for a like-for-like comparison.
 x86_isa_args() {
     local args="-DGGML_NATIVE=OFF" pair
     for pair in avx:AVX avx2:AVX2 bmi2:BMI2 fma:FMA f16c:F16C avx_vnni:AVX_VNNI \
@@ -49,6 +53,18 @@ default_cmake_args() {
     echo "$isa -DGGML_OPENMP=OFF -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DLLAVA_BUILD=OFF"
 }
 LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-$(default_cmake_args)}
+
+# Whether tah multiplies many rows on AMX tiles (one word, for the settings
+# file): its CPU check, unless TAH_AMX=0 turns it off.
+tah_amx() {
+    if [[ ${TAH_AMX:-} == 0 ]]; then
+        echo "off_(TAH_AMX=0)"
+    elif grep -qw amx_bf16 /proc/cpuinfo && grep -qw amx_tile /proc/cpuinfo; then
+        echo "on_(bf16_tiles_for_products_of_32+_rows)"
+    else
+        echo "not_on_this_CPU"
+    fi
+}
 
 # The venv is the cache: rebuilt only when the version or the flags change.
 setup_llama_cpp_python() {
@@ -74,16 +90,17 @@ setup_llama_cpp_python() {
 
 # benches/results.md from the files of the last run in $1.
 write_report() {
-    local run=$1 quant seed threads reps pp tg hard_rate rounds llama_cpu
-    read -r quant seed threads reps pp tg hard_rate rounds <"$run/settings"
+    local run=$1 quant seed threads reps pp tg hard_rate rounds amx llama_cpu
+    read -r quant seed threads reps pp tg hard_rate rounds amx <"$run/settings"
     rounds=${rounds:-1}
+    amx=${amx:-unrecorded}
     llama_cpu=$("$VENV/bin/python" -c 'import llama_cpp; print(llama_cpp.llama_print_system_info().decode())' 2>/dev/null \
         | sed 's/^CPU : //; s/ = 1//g; s/ | /, /g; s/[ |,]*$//')
     python3 "$ROOT/benches/compare.py" report --tah "$run/tah.json" --llama "$run/llama.json" \
         --llama-log "$run/llama.log" --pp "$pp" --tg "$tg" --threads "$threads" --rounds "$rounds" --out "$ROOT/benches/results.md" \
         --meta "date=$(date -u -r "$run/tah.json" '+%Y-%m-%d %H:%M UTC')" \
         --meta "machine=$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(uname -sr)" \
-        --meta "tah=$(cat "$run/tah-version"), release build" \
+        --meta "tah=$(cat "$run/tah-version"), release build; AMX ${amx//_/ }" \
         --meta "llama.cpp=llama-cpp-python $LLAMA_CPP_PYTHON_VERSION, CMAKE_ARGS \`$LLAMA_CMAKE_ARGS\`, weight repacking on (llama.cpp's default)" \
         --meta "llama.cpp CPU features=$llama_cpu" \
         --meta "model=random Qwen3-0.6B shapes (vocab 151936, hidden 1024, 28 layers, 16/8 heads, head_dim 128, FFN 3072, tied embedding): \`tah init-random --quant $quant --seed $seed\`; llama.cpp runs the \`--base-only\` twin (byte-identical base tensors)" \
@@ -124,7 +141,7 @@ main() {
     mkdir -p "$run"
     git -C "$ROOT" diff --quiet HEAD || dirty=" (uncommitted changes)"
     echo "commit $(git -C "$ROOT" rev-parse --short HEAD)$dirty" >"$run/tah-version"
-    echo "$quant $seed $threads $reps $pp $tg $hard_rate $rounds" >"$run/settings"
+    echo "$quant $seed $threads $reps $pp $tg $hard_rate $rounds $(tah_amx)" >"$run/settings"
     local tah_model="$run/qwen3-0.6b-$quant-seed$seed-tah.gguf"
     local base_model="$run/qwen3-0.6b-$quant-seed$seed-base.gguf"
     "$tah" init-random --shape qwen3-0.6b --quant "$quant" --seed "$seed" --out "$tah_model" --force
