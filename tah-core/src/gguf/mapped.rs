@@ -27,12 +27,14 @@ use crate::matmul::{few_rows_matmul_t, with_f32_values, WeightRows, FEW_ROWS};
 /// an efficient GEMM, small enough to stay in the L2 cache (a 151936-row LM
 /// head is never widened as a whole).
 const PANEL_FLOATS: usize = 1 << 18;
-/// From this many input rows, 4- to 6-bit matrices use AMX where the CPU
-/// has it: below, dequantizing every weight row costs more than the tiles
-/// save (1 thread, Q4_K 3072 x 1024, best of 10, against the int8 kernel:
-/// 16 rows 1.88 vs 0.98 ms, 24: 2.38 vs 1.74, 32: 2.17 vs 2.33, 64: 2.78
-/// vs 4.07).
-const AMX_MIN_ROWS: usize = 32;
+/// From this many input rows, Q4_K matrices use AMX where the CPU has it:
+/// below, dequantizing every weight row costs more than the tiles save
+/// against the int8 kernel (1 thread, 3072 x 1024, best of 10: 16 rows 1.88
+/// vs 0.98 ms, 24: 2.38 vs 1.74, 32: 2.17 vs 2.33, 64: 2.78 vs 4.07). Other
+/// 4- to 6-bit types use it from `FEW_ROWS + 1` rows (the Q6_K LM head of
+/// a 16-token prefill in `decider` mode: time to first token 520-583 ms at
+/// a 32-row threshold, 259-298 ms at 5).
+const Q4K_AMX_MIN_ROWS: usize = 32;
 /// Weight rows per parallel task of the few-rows product.
 const WEIGHT_ROWS_PER_TASK: usize = 256;
 /// How far ahead (in weight rows) the few-rows product prefetches (8 measured
@@ -326,8 +328,8 @@ impl MappedMatrix {
     }
 
     /// `x @ W^T` for weight rows `first..first + n` on AMX ([`amx`]), for
-    /// enough rows of a 4- to 6-bit matrix on a CPU that has it; None
-    /// otherwise.
+    /// enough rows (see [`Q4K_AMX_MIN_ROWS`]) of a 4- to 6-bit matrix on a
+    /// CPU that has it; None otherwise.
     fn amx_product(
         &self,
         x: &Tensor,
@@ -347,7 +349,13 @@ impl MappedMatrix {
                 | GgmlDType::Q5K
                 | GgmlDType::Q6K
         );
-        if m < AMX_MIN_ROWS || !low_bit || !amx::available() {
+        // Q4_K has the int8 kernel for fewer rows; the other types' many-row
+        // path dequantizes the same panels for an f32 GEMM.
+        let min_rows = match self.dtype {
+            GgmlDType::Q4K if q4k_int8::available() => Q4K_AMX_MIN_ROWS,
+            _ => FEW_ROWS + 1,
+        };
+        if m < min_rows || !low_bit || !amx::available() {
             return Ok(None);
         }
         let mut out = vec![0f32; m * n];
