@@ -181,3 +181,15 @@ mod tests {
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
     }
 }
+
+/// Deterministic values in [-0.5, 0.5) for kernel tests (a multiplicative
+/// hash of the index and `seed`).
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let h = (i as u32 ^ seed).wrapping_mul(2_654_435_761);
+            (h >> 8) as f32 / (1 << 24) as f32 - 0.5
+        })
+        .collect()
+}

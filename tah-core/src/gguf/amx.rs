@@ -409,15 +409,7 @@ mod imp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let h = (i as u32 ^ seed).wrapping_mul(2_654_435_761);
-                (h >> 8) as f32 / (1 << 24) as f32 - 0.5
-            })
-            .collect()
-    }
+    use crate::matmul::test_values as values;
 
     fn bf16(v: f32) -> f32 {
         half::bf16::from_f32(v).to_f32()

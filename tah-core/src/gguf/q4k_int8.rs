@@ -377,6 +377,7 @@ mod tests {
     use candle_core::quantized::{k_quants::BlockQ4K, GgmlType};
 
     use super::*;
+    use crate::matmul::test_values as values;
 
     /// Q4_K bytes of `w` (`n` rows of `k`).
     fn q4k_bytes(w: &[f32]) -> Vec<u8> {
@@ -385,15 +386,6 @@ mod tests {
         let ptr = blocks.as_ptr() as *const u8;
         // SAFETY: BlockQ4K is plain old data of Q4K_BYTES bytes.
         unsafe { std::slice::from_raw_parts(ptr, blocks.len() * Q4K_BYTES) }.to_vec()
-    }
-
-    fn values(len: usize, seed: u32) -> Vec<f32> {
-        (0..len)
-            .map(|i| {
-                let h = (i as u32 ^ seed).wrapping_mul(2_654_435_761);
-                (h >> 8) as f32 / (1 << 24) as f32 - 0.5
-            })
-            .collect()
     }
 
     #[test]
