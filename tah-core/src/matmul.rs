@@ -161,6 +161,18 @@ fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// Deterministic values in [-0.5, 0.5) for kernel tests (a multiplicative
+/// hash of the index and `seed`).
+#[cfg(test)]
+pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
+    (0..len)
+        .map(|i| {
+            let h = (i as u32 ^ seed).wrapping_mul(2_654_435_761);
+            (h >> 8) as f32 / (1 << 24) as f32 - 0.5
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,16 +192,4 @@ mod tests {
             .unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
     }
-}
-
-/// Deterministic values in [-0.5, 0.5) for kernel tests (a multiplicative
-/// hash of the index and `seed`).
-#[cfg(test)]
-pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            let h = (i as u32 ^ seed).wrapping_mul(2_654_435_761);
-            (h >> 8) as f32 / (1 << 24) as f32 - 0.5
-        })
-        .collect()
 }
