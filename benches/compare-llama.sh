@@ -55,12 +55,13 @@ default_cmake_args() {
 LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-$(default_cmake_args)}
 
 # Whether tah multiplies many rows on AMX tiles (one word, for the settings
-# file): its CPU check, unless TAH_AMX=0 turns it off.
+# file): the CPU's AMX flags, unless TAH_AMX=0 turns it off (tah also needs
+# the kernel's grant, which it asks for itself and which this cannot see).
 tah_amx() {
     if [[ ${TAH_AMX:-} == 0 ]]; then
         echo "off_(TAH_AMX=0)"
     elif grep -qw amx_bf16 /proc/cpuinfo && grep -qw amx_tile /proc/cpuinfo; then
-        echo "on_(bf16_tiles_for_products_of_32+_rows)"
+        echo "on_(bf16_tiles_for_many-row_products;_CPU_flags)"
     else
         echo "not_on_this_CPU"
     fi

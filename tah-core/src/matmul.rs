@@ -73,17 +73,15 @@ pub(crate) fn with_f32_values<R>(x: &Tensor, f: impl FnOnce(&[f32]) -> Result<R>
 /// `x` (`[n, in]`) times the transpose of `weight` (`[out, in]`).
 pub fn dense_matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let (rows, in_dim) = x.dims2()?;
-    if rows <= FEW_ROWS && weight.dtype() == DType::F32 && weight.is_contiguous() {
-        let out_dim = weight.dim(0)?;
-        let (storage, layout) = weight.storage_and_layout();
-        if let candle_core::Storage::Cpu(cpu) = &*storage {
-            let data = cpu
-                .as_slice::<f32>()?
-                .get(layout.start_offset()..layout.start_offset() + out_dim * in_dim)
-                .ok_or_else(|| Error::InvalidArgument("weight view out of its storage".into()))?;
+    let (out_dim, weight_in) = weight.dims2()?;
+    // Borrowed, never copied: a contiguous f32 matrix in memory.
+    let in_memory =
+        weight.dtype() == DType::F32 && weight.is_contiguous() && weight.device().is_cpu();
+    if rows <= FEW_ROWS && weight_in == in_dim && in_memory {
+        return with_f32_values(weight, |data| {
             let weight = DenseRows { data, in_dim };
-            return with_f32_values(x, |x| few_rows_matmul_t(x, rows, out_dim, &weight));
-        }
+            with_f32_values(x, |x| few_rows_matmul_t(x, rows, out_dim, &weight))
+        });
     }
     Ok(x.matmul(&weight.t()?)?)
 }

@@ -4,8 +4,8 @@
 //! matrix; AMX's tile multiply does 16 x 16 x 32 multiply-adds per
 //! instruction. Per parallel task, a panel of 32 weight rows is dequantized
 //! (through the loader's own row dequantization) and stored as bf16 pairs
-//! in AMX's "VNNI" layout; the activations are rounded to bf16 once per
-//! product. Products accumulate in f32 tiles over the whole row and are
+//! in AMX's "VNNI" layout; the activations are rounded to bf16 once
+//! ([`Bf16Rows`]), also when the LM head runs as many panel products. Products accumulate in f32 tiles over the whole row and are
 //! stored straight into the output.
 //!
 //! bf16 keeps 8 significant bits: its rounding of a dequantized 4- or 6-bit
@@ -30,35 +30,57 @@ const PANEL_ROWS: usize = 2 * TILE;
 /// Activation rows per step: two A tiles.
 const ROW_STEP: usize = 2 * TILE;
 
-/// Whether this CPU and OS run [`matmul_t`] (checked once). The
+/// Whether this CPU and OS run AMX products (checked once). The
 /// environment variable `TAH_AMX=0` turns it off (for comparisons).
 pub fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     *AVAILABLE.get_or_init(|| std::env::var("TAH_AMX").as_deref() != Ok("0") && imp::enable())
 }
 
-/// `x` (`m` rows of `k` f32) times the transpose of an `n`-row weight
-/// matrix whose row `j` `weight_row(j, out)` writes as f32, into `out`
-/// (`[m, n]`). Returns `Ok(false)` (writing nothing) when AMX is not
-/// available or `k` is not a multiple of 32.
+/// Activation rows rounded to bf16 once, for any number of products
+/// ([`matmul_t`]; the LM head of a prefill chunk takes hundreds, one per
+/// panel of its rows). Zero rows pad them to whole steps.
+pub struct Bf16Rows {
+    values: Vec<u16>,
+    rows: usize,
+    cols: usize,
+}
+
+impl Bf16Rows {
+    /// `x` as `rows` rows of `cols`; None when AMX is not available or
+    /// `cols` is not a multiple of 32.
+    pub fn new(x: &[f32], rows: usize, cols: usize) -> Option<Self> {
+        if !available() || cols == 0 || !cols.is_multiple_of(K_STEP) || x.len() != rows * cols {
+            return None;
+        }
+        let mut values = vec![0u16; rows.div_ceil(ROW_STEP) * ROW_STEP * cols];
+        // SAFETY: `available()` implies AVX-512.
+        unsafe { imp::with_avx512(|| to_bf16(x, &mut values[..rows * cols])) };
+        Some(Bf16Rows { values, rows, cols })
+    }
+
+    fn padded_rows(&self) -> usize {
+        self.values.len() / self.cols
+    }
+}
+
+/// `a` times the transpose of an `n`-row weight matrix whose row `j`
+/// `weight_row(j, out)` writes as f32, into `out` (`[a.rows, n]`).
 pub fn matmul_t(
-    x: &[f32],
-    m: usize,
-    k: usize,
+    a: &Bf16Rows,
     n: usize,
     weight_row: &(dyn Fn(usize, &mut [f32]) -> Result<()> + Sync),
     out: &mut [f32],
-) -> Result<bool> {
-    if !available() || k == 0 || !k.is_multiple_of(K_STEP) || x.len() != m * k || out.len() != m * n
-    {
-        return Ok(false);
+) -> Result<()> {
+    let (m, k) = (a.rows, a.cols);
+    if out.len() != m * n {
+        return Err(crate::error::Error::InvalidArgument(format!(
+            "AMX product: output of {} values for {m} x {n}",
+            out.len()
+        )));
     }
-    // 1. Activations as bf16, padded with zero rows to whole steps.
-    let padded_m = m.div_ceil(ROW_STEP) * ROW_STEP;
-    let mut a = vec![0u16; padded_m * k];
-    to_bf16(x, &mut a[..m * k]);
     let out_ptr = OutColumns::new(out);
-    // 2. Panels of weight rows in parallel, each written into its columns.
+    // Panels of weight rows in parallel, each written into its columns.
     (0..n.div_ceil(PANEL_ROWS))
         .into_par_iter()
         .try_for_each_init(
@@ -67,17 +89,27 @@ pub fn matmul_t(
                 let first = panel * PANEL_ROWS;
                 let rows = PANEL_ROWS.min(n - first);
                 buffers.fill(first, rows, weight_row)?;
-                // SAFETY: `a` holds `padded_m` rows of `k`, the panel two
-                // whole B tiles per K step (`fill`); the task writes only
+                // SAFETY: AMX is available (`Bf16Rows` exists); `a` holds
+                // whole steps of rows of `k` (a multiple of 32), the panel
+                // two whole B tiles per K step (`fill`); the task writes only
                 // columns `first..first + rows` of rows `0..m` of `out`,
                 // which holds `m * n` values.
                 unsafe {
-                    imp::panel_product(&a, padded_m, m, k, &buffers.panel, rows, out_ptr, first, n)
+                    imp::panel_product(
+                        &a.values,
+                        a.padded_rows(),
+                        m,
+                        k,
+                        &buffers.panel,
+                        rows,
+                        out_ptr,
+                        first,
+                        n,
+                    )
                 };
                 Ok(())
             },
-        )?;
-    Ok(true)
+        )
 }
 
 /// f32 -> bf16 bits, rounded to nearest even; NaN stays NaN. Written with
@@ -93,11 +125,9 @@ fn bf16_bits(v: f32) -> u16 {
 
 /// Rounds f32 to bf16.
 fn to_bf16(src: &[f32], dst: &mut [u16]) {
-    imp::with_avx512(|| {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = bf16_bits(*s);
-        }
-    })
+    for (d, s) in dst.iter_mut().zip(src) {
+        *d = bf16_bits(*s);
+    }
 }
 
 /// One task's weight panel and the scratch it is built in (reused across
@@ -142,13 +172,13 @@ impl PanelBuffers {
                 }
             }
             let (rows, pairs) = (&self.rows, &mut self.pairs);
-            imp::with_avx512(|| {
-                for (pair, v) in pairs.iter_mut().zip(rows.chunks_exact(2)) {
-                    *pair = bf16_bits(v[0]) as u32 | (bf16_bits(v[1]) as u32) << 16;
-                }
-            });
-            // SAFETY: only reached on the AMX path (AVX-512 present).
+            // SAFETY (both): only reached on the AMX path (AVX-512 present).
             unsafe {
+                imp::with_avx512(|| {
+                    for (pair, v) in pairs.iter_mut().zip(rows.chunks_exact(2)) {
+                        *pair = bf16_bits(v[0]) as u32 | (bf16_bits(v[1]) as u32) << 16;
+                    }
+                });
                 imp::transpose_steps(&self.pairs, k / 2, &mut self.panel[h * half..][..half])
             };
         }
@@ -188,14 +218,16 @@ mod imp {
 
     /// Runs `f` compiled for AVX-512 (every AMX CPU has it), so the bf16
     /// rounding loops vectorize 16 wide.
+    ///
+    /// # Safety
+    /// The CPU must have AVX-512F and BW.
     #[inline(always)]
-    pub(super) fn with_avx512(f: impl FnOnce()) {
+    pub(super) unsafe fn with_avx512(f: impl FnOnce()) {
         #[target_feature(enable = "avx512f,avx512bw")]
         unsafe fn run(f: impl FnOnce()) {
             f()
         }
-        // SAFETY: only called on the AMX path, whose CPUs have AVX-512.
-        unsafe { run(f) }
+        run(f)
     }
 
     /// Every 16 x 16 block of `pairs` (16 rows of `row_len` u32s, blocks at
@@ -382,7 +414,7 @@ mod imp {
         false
     }
 
-    pub(super) fn with_avx512(f: impl FnOnce()) {
+    pub(super) unsafe fn with_avx512(f: impl FnOnce()) {
         f()
     }
 
@@ -432,7 +464,8 @@ mod tests {
                 Ok(())
             };
             let mut out = vec![f32::NAN; m * n];
-            assert!(matmul_t(&x, m, k, n, &weight_row, &mut out).unwrap());
+            let a = Bf16Rows::new(&x, m, k).unwrap();
+            matmul_t(&a, n, &weight_row, &mut out).unwrap();
             for r in 0..m {
                 for c in 0..n {
                     let expect: f64 = (0..k)
@@ -450,11 +483,15 @@ mod tests {
 
     #[test]
     fn refuses_what_it_cannot_do() {
-        let row = |_: usize, _: &mut [f32]| -> Result<()> { Ok(()) };
-        let mut out = vec![0f32; 4];
-        // k not a multiple of 32.
-        assert!(!matmul_t(&[0.0; 2 * 40], 2, 40, 2, &row, &mut out).unwrap());
-        // Wrong output size.
-        assert!(!matmul_t(&[0.0; 2 * 32], 2, 32, 3, &row, &mut out).unwrap());
+        // k not a multiple of 32; rows that do not fill the input.
+        assert!(Bf16Rows::new(&[0.0; 2 * 40], 2, 40).is_none());
+        assert!(Bf16Rows::new(&[0.0; 2 * 32], 3, 32).is_none());
+        if let Some(a) = Bf16Rows::new(&[0.0; 2 * 32], 2, 32) {
+            // Wrong output size: a typed error, nothing written.
+            let row = |_: usize, _: &mut [f32]| -> Result<()> { Ok(()) };
+            let mut out = vec![1f32; 4];
+            assert!(matmul_t(&a, 3, &row, &mut out).is_err());
+            assert_eq!(out, [1.0; 4]);
+        }
     }
 }

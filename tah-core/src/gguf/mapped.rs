@@ -290,7 +290,9 @@ impl MappedMatrix {
     /// rows dequantize a panel of weight rows and use an f32 GEMM.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         let m = self.input_rows(x)?;
-        if let Some(product) = self.amx_product(x, m, 0, self.rows)? {
+        if let Some(a) = self.amx_rows(x, m)? {
+            let mut product = vec![0f32; m * self.rows];
+            self.amx_product(&a, 0, self.rows, &mut product)?;
             return Ok(Tensor::from_vec(product, (m, self.rows), x.device())?);
         }
         if self.dtype == GgmlDType::Q4K && q4k_int8::available() {
@@ -327,16 +329,10 @@ impl MappedMatrix {
         })
     }
 
-    /// `x @ W^T` for weight rows `first..first + n` on AMX ([`amx`]), for
-    /// enough rows (see [`Q4K_AMX_MIN_ROWS`]) of a 4- to 6-bit matrix on a
-    /// CPU that has it; None otherwise.
-    fn amx_product(
-        &self,
-        x: &Tensor,
-        m: usize,
-        first: usize,
-        n: usize,
-    ) -> Result<Option<Vec<f32>>> {
+    /// `x` rounded for AMX ([`amx`]) when this product goes there: enough
+    /// rows (see [`Q4K_AMX_MIN_ROWS`]) of a 4- to 6-bit matrix on a CPU that
+    /// has it; None otherwise.
+    fn amx_rows(&self, x: &Tensor, m: usize) -> Result<Option<amx::Bf16Rows>> {
         let low_bit = matches!(
             self.dtype,
             GgmlDType::Q4_0
@@ -358,12 +354,20 @@ impl MappedMatrix {
         if m < min_rows || !low_bit || !amx::available() {
             return Ok(None);
         }
-        let mut out = vec![0f32; m * n];
+        with_f32_values(x, |x| Ok(amx::Bf16Rows::new(x, m, self.cols)))
+    }
+
+    /// `a @ W^T` for weight rows `first..first + n`, on AMX, into `out`
+    /// (`[a rows, n]`; every value is written).
+    fn amx_product(
+        &self,
+        a: &amx::Bf16Rows,
+        first: usize,
+        n: usize,
+        out: &mut [f32],
+    ) -> Result<()> {
         let weight_row = |j: usize, row: &mut [f32]| self.dequantize_row_into(first + j, row);
-        let done = with_f32_values(x, |x| {
-            amx::matmul_t(x, m, self.cols, n, &weight_row, &mut out)
-        })?;
-        Ok(done.then_some(out))
+        amx::matmul_t(a, n, &weight_row, out)
     }
 
     /// Rows of `x`, after checking that it has `cols` columns.
@@ -403,11 +407,16 @@ impl MappedMatrix {
     ) -> Result<()> {
         let m = self.input_rows(x)?;
         let panel_rows = (PANEL_FLOATS / self.cols).max(16).min(self.rows);
+        // Rounded once for all panels; one product buffer reused.
+        let amx_rows = self.amx_rows(x, m)?;
+        let mut amx_block = Vec::new();
         let mut scratch = Vec::new();
         for start in (0..self.rows).step_by(panel_rows) {
             let rows = panel_rows.min(self.rows - start);
-            if let Some(block) = self.amx_product(x, m, start, rows)? {
-                visit(start, &block)?;
+            if let Some(a) = &amx_rows {
+                amx_block.resize(m * rows, 0f32);
+                self.amx_product(a, start, rows, &mut amx_block)?;
+                visit(start, &amx_block)?;
                 continue;
             }
             scratch.resize(rows * self.cols, 0f32);
