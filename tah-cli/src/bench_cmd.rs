@@ -10,8 +10,7 @@ use std::time::Instant;
 use anyhow::{bail, Context};
 use serde::{Deserialize, Serialize};
 use tah_core::iteration::ForcedHardRate;
-use tah_core::logits::argmax;
-use tah_core::{ChunkOptions, IterationMode, IterationPolicy, KeepLogits, TahModel};
+use tah_core::{ChunkOptions, IterationMode, IterationPolicy, KeepLogits, TahModel, TopRequest};
 
 use crate::ModelArgs;
 
@@ -161,6 +160,16 @@ fn child_args(args: &BenchArgs, mode: IterationMode) -> Vec<String> {
     if let Some(t) = args.threads {
         out.extend(["--threads".into(), t.to_string()]);
     }
+    out.extend([
+        "--device".into(),
+        format!("{:?}", args.model.device).to_lowercase(),
+    ]);
+    if let Some(a) = &args.model.gpu_adapter {
+        out.extend(["--gpu-adapter".into(), a.clone()]);
+    }
+    if args.model.gpu_fallback {
+        out.push("--gpu-fallback".into());
+    }
     if let Some(r) = args.hard_rate {
         out.extend(["--hard-rate".into(), r.to_string()]);
     }
@@ -253,11 +262,17 @@ fn measure(
     (0..reps).map(|_| f()).collect()
 }
 
-/// Chunk options of a benchmark: generation keeps only the last logits.
-fn last_logits_only(policy: IterationPolicy) -> ChunkOptions<'static> {
+/// Chunk options of a benchmark: like greedy generation, only the last
+/// position's argmax comes back.
+fn last_logits_only(policy: IterationPolicy, vocab: usize) -> ChunkOptions<'static> {
     ChunkOptions {
         policy,
-        keep: KeepLogits::Last,
+        keep: KeepLogits::LastTop(TopRequest {
+            k: 1,
+            limit: vocab,
+            repetition_penalty: 1.0,
+            seen: &[],
+        }),
         max_hard: None,
         cancel: None,
         probe_decider: false,
@@ -271,7 +286,7 @@ fn prefill(
     chunk: usize,
 ) -> anyhow::Result<Sample> {
     let mut cache = model.new_cache();
-    let opts = last_logits_only(policy);
+    let opts = last_logits_only(policy, model.config().vocab_size);
     let start = Instant::now();
     let mut passes = 0;
     for part in ids.chunks(chunk.max(1)) {
@@ -296,17 +311,17 @@ fn decode(
     policy: IterationPolicy,
 ) -> anyhow::Result<Sample> {
     let mut cache = model.new_cache();
-    let opts = last_logits_only(policy);
+    let opts = last_logits_only(policy, model.config().vocab_size);
     let start = Instant::now();
     let mut out = model.forward_chunk(prompt, &mut cache, &opts)?;
-    let mut token = argmax(out.logits.last().map_or(&[][..], Vec::as_slice)).unwrap_or(0);
+    let mut token = out.top.first().map_or(0, |t| t.0);
     let ttft_ms = start.elapsed().as_secs_f64() * 1e3;
     let start = Instant::now();
     let mut passes = 0;
     for _ in 0..n {
         out = model.forward_chunk(&[token], &mut cache, &opts)?;
         passes += out.tokens.iter().map(|t| t.iter_count).sum::<usize>();
-        token = argmax(out.logits.last().map_or(&[][..], Vec::as_slice)).unwrap_or(0);
+        token = out.top.first().map_or(0, |t| t.0);
     }
     Ok(Sample {
         tokens: n,

@@ -17,7 +17,7 @@ mod trace_cmd;
 #[command(
     name = "tah",
     version,
-    about = "Run Think-at-Hard (TaH) models on the CPU"
+    about = "Run Think-at-Hard (TaH) models on the CPU or the GPU"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -72,6 +72,16 @@ pub struct ModelArgs {
     /// and uses f32.
     #[arg(long = "kv")]
     pub kv_precision: Option<tah_core::KvPrecision>,
+    /// Where the model runs: cpu or gpu (needs a build with the `gpu`
+    /// feature: `cargo build -p tah-cli --features gpu`).
+    #[arg(long, default_value = "cpu")]
+    pub device: tah_core::ComputeDevice,
+    /// GPU: use only an adapter whose name contains this.
+    #[arg(long)]
+    pub gpu_adapter: Option<String>,
+    /// GPU: run on the CPU (with a notice) when the GPU cannot run the model.
+    #[arg(long)]
+    pub gpu_fallback: bool,
 }
 
 impl ModelArgs {
@@ -92,9 +102,18 @@ impl ModelArgs {
             tokenizer: self.tokenizer.clone(),
             context_length: self.context_length,
             kv_precision: self.kv_precision(),
+            device: self.device,
+            gpu: tah_core::GpuOptions {
+                adapter: self.gpu_adapter.clone(),
+                fallback_to_cpu: self.gpu_fallback,
+                ..Default::default()
+            },
         };
         let model = tah_core::TahModel::load(&self.path(), &options)?;
-        if let Some(notice) = model.notice() {
+        for notice in [model.notice(), model.device_notice()]
+            .into_iter()
+            .flatten()
+        {
             eprintln!("note: {notice}");
         }
         Ok(model)

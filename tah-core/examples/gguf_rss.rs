@@ -65,7 +65,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t = trace(&model, &request)?;
     let gen_time = start.elapsed();
     let rss_gen = vm_rss_mib();
-    println!("embedding mapped: {}", model.embedding().is_mapped());
+    println!(
+        "embedding mapped: {}",
+        model.embedding().is_some_and(|e| e.is_mapped())
+    );
     println!("VmRSS before load: {rss_before:.1} MiB");
     println!("VmRSS after load:  {rss_load:.1} MiB (load took {load_time:.2?})");
     println!(

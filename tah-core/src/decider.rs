@@ -71,9 +71,9 @@ pub fn bf16_threshold(threshold: f32) -> f32 {
 /// each weight row once; a GEMM would first pack the whole matrix (the
 /// decider's ~19 MB at Qwen3-0.6B size, every token).
 #[derive(Clone, Debug)]
-struct Linear {
-    weight: Tensor,
-    bias: Tensor,
+pub(crate) struct Linear {
+    pub(crate) weight: Tensor,
+    pub(crate) bias: Tensor,
 }
 
 impl Linear {
@@ -101,11 +101,11 @@ fn layer_norm(vb: &WeightBuilder, name: &str, dim: usize) -> Result<LayerNorm> {
 
 /// `ClassifierBlock`: `dim_change(z) + mlp.3(GELU(mlp.0(layer_norm(z))))`.
 #[derive(Clone, Debug)]
-struct ClassifierBlock {
-    layer_norm: LayerNorm,
-    mlp_in: Linear,
-    mlp_out: Linear,
-    dim_change: Option<Linear>,
+pub(crate) struct ClassifierBlock {
+    pub(crate) layer_norm: LayerNorm,
+    pub(crate) mlp_in: Linear,
+    pub(crate) mlp_out: Linear,
+    pub(crate) dim_change: Option<Linear>,
 }
 
 impl ClassifierBlock {
@@ -138,15 +138,15 @@ impl ClassifierBlock {
 
 #[derive(Clone, Debug)]
 pub struct Decider {
-    cfg: DeciderConfig,
-    threshold: f32,
-    layer_norm_hidden_states: Option<LayerNorm>,
-    logits_projection: Linear,
-    combined_projection: Linear,
-    input_projection: Linear,
-    blocks: Vec<ClassifierBlock>,
-    output_norm: LayerNorm,
-    output_layer: Linear,
+    pub(crate) cfg: DeciderConfig,
+    pub(crate) threshold: f32,
+    pub(crate) layer_norm_hidden_states: Option<LayerNorm>,
+    pub(crate) logits_projection: Linear,
+    pub(crate) combined_projection: Linear,
+    pub(crate) input_projection: Linear,
+    pub(crate) blocks: Vec<ClassifierBlock>,
+    pub(crate) output_norm: LayerNorm,
+    pub(crate) output_layer: Linear,
 }
 
 impl Decider {

@@ -1,32 +1,97 @@
-//! Which compute backends this build has, and which one the model uses.
-//!
-//! The model runs on the CPU, always: its hot path (weights multiplied
-//! straight from the mapped GGUF blocks, the KV cache, the iteration loop)
-//! has CPU kernels only. The `metal` feature compiles candle's Metal backend
-//! in (for Apple builds), so that [`backends`] can report whether a Metal
-//! device opens on the phone; no tensor runs on it yet.
+//! Where a model runs: the CPU (always available) or, in builds with the
+//! `gpu` feature, the GPU through wgpu (Metal on Apple platforms, Vulkan
+//! elsewhere). Chosen at load time ([`crate::LoadOptions::device`]).
 
-use candle_core::Device;
+use std::time::Duration;
 
-/// What [`backends`] found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Backends {
-    /// The device the model's tensors live on.
-    pub model_device: &'static str,
-    /// Built with the `metal` feature.
-    pub metal_compiled: bool,
-    /// A Metal device could be opened (never tried without the feature).
-    pub metal_device_available: bool,
+#[cfg(doc)]
+use crate::error::GpuProblem;
+use crate::error::{Error, Result};
+
+/// The device a model's weights, KV caches and passes live on.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ComputeDevice {
+    #[default]
+    Cpu,
+    /// Needs a build with the `gpu` feature; without it, or without a usable
+    /// GPU, loading fails with [`Error::Gpu`] unless
+    /// [`GpuOptions::fallback_to_cpu`] is set.
+    Gpu,
 }
 
-/// Reports the compute backends of this build. Opening the Metal device
-/// (with the `metal` feature) costs a few milliseconds: call it once.
+impl std::str::FromStr for ComputeDevice {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "cpu" => Ok(ComputeDevice::Cpu),
+            "gpu" => Ok(ComputeDevice::Gpu),
+            other => Err(Error::InvalidArgument(format!(
+                "unknown device `{other}` (cpu, gpu)"
+            ))),
+        }
+    }
+}
+
+/// How a model is put on the GPU ([`ComputeDevice::Gpu`]).
+#[derive(Clone, Debug, Default)]
+pub struct GpuOptions {
+    /// Use only an adapter whose name contains this (case-insensitive);
+    /// default: the first hardware GPU, else any adapter (a software one
+    /// such as Mesa's lavapipe included).
+    pub adapter: Option<String>,
+    /// When the GPU cannot run the model (no adapter, a device lost, a
+    /// shader the driver refuses, a buffer over its limits), load it on the
+    /// CPU instead and say why in [`crate::TahModel::device_notice`] and in
+    /// every generation's stats, rather than fail the load.
+    pub fallback_to_cpu: bool,
+    /// Longest wait for one GPU submission (default 60 s): a device that
+    /// takes longer counts as hung and the call fails with
+    /// [`GpuProblem::Timeout`].
+    pub wait_timeout: Option<Duration>,
+    /// Failure injection for tests (see [`GpuTestHooks`]).
+    #[doc(hidden)]
+    pub test_hooks: GpuTestHooks,
+}
+
+/// Forces the GPU path's failure modes and size limits, so tests can check
+/// each one on any machine. Not for production use.
+#[doc(hidden)]
+#[derive(Clone, Debug, Default)]
+pub struct GpuTestHooks {
+    /// Treat storage bindings as this small: weights split over more
+    /// buffers, or a typed error where one row does not fit.
+    pub max_binding_bytes: Option<u64>,
+    /// KV cache entries per buffer segment (default: as many as a binding holds).
+    pub kv_segment_entries: Option<usize>,
+    /// Build one deliberately invalid shader through the real build path.
+    pub broken_shader: bool,
+    /// Ask the adapter for limits no device has.
+    pub impossible_limits: bool,
+    /// Destroy the device right after it is created.
+    pub lose_device: bool,
+}
+
+/// What [`backends`] found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Backends {
+    /// Built with the `gpu` feature.
+    pub gpu_compiled: bool,
+    /// The adapter a GPU model would use (None without the feature, or
+    /// when no adapter opens).
+    pub gpu_adapter: Option<String>,
+}
+
+/// Reports the compute backends of this build. Looking for a GPU adapter
+/// (with the `gpu` feature) costs some milliseconds: call it once.
 pub fn backends() -> Backends {
-    let metal_compiled = cfg!(feature = "metal");
+    #[cfg(feature = "gpu")]
+    let gpu_adapter = crate::kernels::gpu::adapter_name(&GpuOptions::default()).ok();
+    #[cfg(not(feature = "gpu"))]
+    let gpu_adapter = None;
     Backends {
-        model_device: "cpu",
-        metal_compiled,
-        metal_device_available: metal_compiled && Device::new_metal(0).is_ok(),
+        gpu_compiled: cfg!(feature = "gpu"),
+        gpu_adapter,
     }
 }
 
@@ -35,12 +100,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_model_runs_on_the_cpu_and_metal_follows_the_feature() {
+    fn backends_follow_the_feature() {
         let found = backends();
-        assert_eq!(found.model_device, "cpu");
-        assert_eq!(found.metal_compiled, cfg!(feature = "metal"));
-        if !found.metal_compiled {
-            assert!(!found.metal_device_available);
+        assert_eq!(found.gpu_compiled, cfg!(feature = "gpu"));
+        if !found.gpu_compiled {
+            assert_eq!(found.gpu_adapter, None);
         }
+        assert_eq!("gpu".parse::<ComputeDevice>().unwrap(), ComputeDevice::Gpu);
+        assert!("tpu".parse::<ComputeDevice>().is_err());
     }
 }

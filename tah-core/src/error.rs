@@ -5,6 +5,7 @@
 //! crate maps these onto its small public `TahError`.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 /// Result alias used throughout `tah-core`.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -82,6 +83,12 @@ pub enum Error {
     #[error("cancelled")]
     Cancelled,
 
+    /// The GPU path could not load or run the model: no adapter, a shader
+    /// the driver refused, a buffer over the device's limits, a device lost
+    /// or hung, or a build without GPU support.
+    #[error("GPU: {0}")]
+    Gpu(#[from] GpuProblem),
+
     /// A tensor operation failed. This indicates a bug (shapes are validated
     /// at load time), but it is still reported rather than panicking.
     #[error("tensor backend: {0}")]
@@ -109,6 +116,35 @@ pub enum GgufProblem {
     UnsupportedType { name: String, type_id: u32 },
     #[error("metadata `{key}`: {reason}")]
     Metadata { key: String, reason: String },
+}
+
+/// What went wrong on the GPU (see [`Error::Gpu`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum GpuProblem {
+    #[error("this build has no GPU support (build with the `gpu` feature)")]
+    NotCompiled,
+    #[error("no GPU adapter{}", .filter.as_ref().map(|f| format!(" matching `{f}`")).unwrap_or_default())]
+    NoAdapter { filter: Option<String> },
+    #[error("the GPU refused the device request: {0}")]
+    DeviceRequest(String),
+    #[error("shader `{shader}` failed to build: {reason}")]
+    ShaderBuild { shader: String, reason: String },
+    #[error("{what} needs {needed} bytes, over the GPU's limit of {limit}")]
+    OverLimits {
+        what: String,
+        needed: u64,
+        limit: u64,
+    },
+    #[error("the model cannot run on the GPU: {0}")]
+    Unsupported(String),
+    #[error("the GPU device was lost: {0}")]
+    DeviceLost(String),
+    #[error("the GPU did not finish within {0:?}")]
+    Timeout(Duration),
+    #[error("GPU out of memory: {0}")]
+    OutOfMemory(String),
+    #[error("GPU error: {0}")]
+    Internal(String),
 }
 
 impl Error {

@@ -181,6 +181,11 @@ pub struct GenerationStats {
     pub depth2_kv_entries: u32,
     /// Largest KV cache size during the generation.
     pub peak_kv_bytes: u64,
+    /// Where the model ran ([`crate::TahModel::device_name`]).
+    pub device: String,
+    /// Why a model asked for on the GPU ran on the CPU
+    /// ([`crate::TahModel::device_notice`]).
+    pub device_notice: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]

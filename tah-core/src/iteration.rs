@@ -5,15 +5,17 @@
 //! the hard tokens, which take pass 2 together — input: a soft embedding of
 //! their top-k cumulative logits; weights: base + LoRA; output logits added to
 //! the running sum — and so on up to `max_iter`.
+//!
+//! The loop and its decisions live here, once; a [`ChunkEngine`] runs the
+//! passes where the model lives (the CPU, `crate::cpu_chunk`, or the GPU,
+//! `crate::gpu`) and keeps activations and running logits there.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use candle_core::{Device, Tensor};
-
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
-use crate::logits::TopK;
-use crate::tah_model::TahModel;
+use crate::logits::{TopLogits, TopRequest};
+use crate::tah_model::{Engine, TahModel};
 
 /// How tokens are chosen for further passes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -93,19 +95,22 @@ impl IterationPolicy {
 }
 
 /// Which final logits a chunk returns.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum KeepLogits {
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum KeepLogits<'a> {
     /// Every position's (traces, tests).
     All,
-    /// The last position's (generation needs only these).
+    /// The last position's.
     Last,
+    /// Only what a sampler reads of the last position's logits (see
+    /// [`TopRequest`]): generation. On the GPU only these come back.
+    LastTop(TopRequest<'a>),
 }
 
 /// Options of one chunk forward.
 #[derive(Clone, Copy, Debug)]
 pub struct ChunkOptions<'a> {
     pub policy: IterationPolicy,
-    pub keep: KeepLogits,
+    pub keep: KeepLogits<'a>,
     /// At most this many tokens of the chunk may take pass 2; over it, the
     /// least confident hard tokens are skipped first.
     pub max_hard: Option<usize>,
@@ -128,9 +133,54 @@ pub struct TokenPasses {
 
 pub struct ChunkOutput {
     pub tokens: Vec<TokenPasses>,
-    /// Final (cumulative) logits, for the positions [`KeepLogits`] asked for,
-    /// in chunk order.
+    /// Final (cumulative) logits, for the positions [`KeepLogits::All`] or
+    /// [`KeepLogits::Last`] asked for, in chunk order.
     pub logits: Vec<Vec<f32>>,
+    /// [`KeepLogits::LastTop`]'s candidates.
+    pub top: TopLogits,
+}
+
+/// What one pass over the active tokens must produce.
+pub(crate) struct PassPlan<'a> {
+    pub depth: usize,
+    /// Chunk indices of the tokens taking this pass (ascending), and their
+    /// positions.
+    pub active: &'a [usize],
+    pub positions: &'a [u32],
+    /// Hidden-state indices the decider reads (empty: no decider).
+    pub capture: &'a [usize],
+    /// Run the decider over `decider_k` top logits; its probabilities come back.
+    pub decider: bool,
+    pub decider_k: usize,
+    /// Entries of each row's running top-k needed (decider, soft embedding);
+    /// 0: only the rows the caller keeps need logits at all.
+    pub top_len: usize,
+    /// Whether the caller keeps chunk index `i`'s final logits.
+    pub keep: &'a dyn Fn(usize) -> bool,
+    /// Whether chunk index `i`'s running sum must outlive this pass.
+    pub retain: &'a dyn Fn(usize) -> bool,
+}
+
+pub(crate) struct PassResult {
+    /// Decider probability of each active row (when the plan ran it).
+    pub probs: Option<Vec<f32>>,
+    /// An active row whose final hidden state is not finite.
+    pub non_finite_row: Option<usize>,
+}
+
+/// One device's side of the loop over a chunk: runs the passes and keeps
+/// their activations, running logits and top-k where the model lives.
+pub(crate) trait ChunkEngine {
+    /// One pass; the running sums of its rows grow by this pass's logits.
+    fn pass(&mut self, plan: &PassPlan) -> Result<PassResult>;
+    /// Chunk index `i` takes no further pass and its logits are not kept.
+    fn release(&mut self, i: usize);
+    /// The next pass's input: soft embeddings of the top `soft_k` running
+    /// logits of the rows `hard` (indices into the last pass's active list).
+    fn soft_embedding(&mut self, hard: &[usize], soft_k: usize) -> Result<()>;
+    /// The final logits [`KeepLogits`] asks for: rows (in chunk order) and
+    /// [`KeepLogits::LastTop`]'s candidates.
+    fn finish(&mut self, keep: &KeepLogits) -> Result<(Vec<Vec<f32>>, TopLogits)>;
 }
 
 impl TahModel {
@@ -142,7 +192,7 @@ impl TahModel {
         cache: &mut KvCache,
         opts: &ChunkOptions,
     ) -> Result<ChunkOutput> {
-        if rayon::current_thread_index().is_none() {
+        if matches!(self.engine, Engine::Cpu { .. }) && rayon::current_thread_index().is_none() {
             // Run the chunk on a worker of the current pool: its parallel
             // loops then start there instead of each handing off to the
             // pool and back (a futex round trip per loop, ~5% of a decode
@@ -156,22 +206,68 @@ impl TahModel {
                 capacity: cache.capacity(),
             });
         }
-        let result = self.run_passes(ids, start, cache, opts);
+        let result = opts
+            .policy
+            .validate()
+            .and_then(|()| self.run_chunk(ids, start, cache, opts));
         if result.is_err() {
             cache.truncate(start);
         }
         result
     }
 
-    fn run_passes(
+    fn run_chunk(
         &self,
         ids: &[u32],
         start: usize,
         cache: &mut KvCache,
         opts: &ChunkOptions,
     ) -> Result<ChunkOutput> {
-        opts.policy.validate()?;
-        let n = ids.len();
+        match &self.engine {
+            Engine::Cpu { net, decider } => {
+                let mut engine =
+                    crate::cpu_chunk::CpuChunk::new(net, decider.as_ref(), cache, ids)?;
+                self.run_passes(&mut engine, ids.len(), start, opts)
+            }
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(gpu) => {
+                // A chunk's running logits live on the GPU, so a long chunk
+                // runs as several (the results are the same; a hard-token
+                // budget is spent first come, first served).
+                let mut out = ChunkOutput {
+                    tokens: Vec::new(),
+                    logits: Vec::new(),
+                    top: Vec::new(),
+                };
+                let mut max_hard = opts.max_hard;
+                for part in ids.chunks(gpu.max_chunk_rows()) {
+                    let part_opts = ChunkOptions { max_hard, ..*opts };
+                    let first = cache.len();
+                    let mut engine = crate::gpu::GpuChunk::new(gpu, cache, part, &opts.keep)?;
+                    let part_out = self.run_passes(&mut engine, part.len(), first, &part_opts)?;
+                    let hard = part_out.tokens.iter().filter(|t| t.iter_count > 1).count();
+                    max_hard = max_hard.map(|m| m.saturating_sub(hard));
+                    out.tokens.extend(part_out.tokens);
+                    if opts.keep == KeepLogits::All {
+                        out.logits.extend(part_out.logits);
+                    } else {
+                        (out.logits, out.top) = (part_out.logits, part_out.top);
+                    }
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    /// The loop over depths for `n` tokens at positions `start..`, the
+    /// passes run by `engine`.
+    fn run_passes(
+        &self,
+        engine: &mut impl ChunkEngine,
+        n: usize,
+        start: usize,
+        opts: &ChunkOptions,
+    ) -> Result<ChunkOutput> {
         let max_iter = self.max_iter();
         let mode = opts.policy.mode;
         let threshold = self.effective_threshold(&opts.policy);
@@ -184,11 +280,8 @@ impl TahModel {
             };
             n
         ];
-        // Cumulative logits by chunk index, held only while something needs them.
-        let mut cum: Vec<Option<Vec<f32>>> = vec![None; n];
-        // Tokens taking the current pass (chunk indices, ascending) and their input rows.
+        // Tokens taking the current pass (chunk indices, ascending).
         let mut active: Vec<usize> = (0..n).collect();
-        let mut input = self.net.embedding().rows(ids)?;
 
         for depth in 1..=max_iter {
             if opts.cancel.is_some_and(|c| c.load(Ordering::Relaxed)) {
@@ -198,21 +291,29 @@ impl TahModel {
             // Tokens can go deeper only with a decider (the TaH model), and the
             // decider runs where it picks them, or to record its probabilities.
             let deeper_possible =
-                depth < max_iter && mode != IterationMode::Never && self.decider.is_some();
-            let decider = self.decider.as_ref().filter(|_| {
+                depth < max_iter && mode != IterationMode::Never && self.decider_config().is_some();
+            let decider = self.decider_config().filter(|_| {
                 depth < max_iter && (mode == IterationMode::Decider || opts.probe_decider)
             });
-            let capture = decider.map_or(&[][..], |d| d.hidden_state_indices());
-            let decider_k = decider.map_or(0, |d| d.topk());
+            let decider_k = decider.map_or(0, |d| d.topk);
             let soft_k = if deeper_possible { self.soft_topk() } else { 0 };
             // Full cumulative rows: for the caller, and for a pass after the
             // next one, whose decider and soft embedding read the running sum.
             let retain = |i: usize| keep(i) || (deeper_possible && depth + 1 < max_iter);
 
-            // 1. One pass over the active tokens.
-            let pass = self
-                .net
-                .forward(&input, &positions, depth, cache, capture)?;
+            // 1. One pass over the active tokens: the network, the LM head
+            //    (logits accumulate; each row keeps its top entries), the decider.
+            let pass = engine.pass(&PassPlan {
+                depth,
+                active: &active,
+                positions: &positions,
+                capture: decider.map_or(&[][..], |d| &d.hidden_states_layer_nums),
+                decider: decider.is_some(),
+                decider_k,
+                top_len: decider_k.max(soft_k),
+                keep: &keep,
+                retain: &retain,
+            })?;
             for &i in &active {
                 tokens[i].iter_count = depth;
             }
@@ -220,38 +321,25 @@ impl TahModel {
             // matmul, so a corrupt block scale inside the network can leave
             // finite but meaningless logits; the final hidden state still
             // carries the NaN through the residual stream.
-            if let Some(r) = first_non_finite_row(&pass.hidden)? {
+            if let Some(r) = pass.non_finite_row {
                 return Err(Error::NonFiniteOutput {
                     position: start + active[r],
                 });
             }
-
-            // 2. The LM head, only for the rows whose logits something reads;
-            //    logits accumulate and each row keeps its top entries.
-            let top_len = decider_k.max(soft_k);
-            let rows: Vec<usize> = (0..active.len())
-                .filter(|&r| top_len > 0 || keep(active[r]))
-                .collect();
-            let tops =
-                self.accumulate_logits(&pass.hidden, &active, &rows, &mut cum, top_len, &retain)?;
-
-            // 3. The decider reads this pass's hidden states and top-k logits.
-            let mut probs = vec![f32::INFINITY; active.len()];
-            if let Some(decider) = decider {
-                let mut top_values = Vec::with_capacity(active.len() * decider_k);
-                for top in &tops {
-                    top_values.extend(top.iter().take(decider_k).map(|&(_, v)| v));
+            let probs = match pass.probs {
+                Some(probs) => {
+                    for (&i, &p) in active.iter().zip(&probs) {
+                        tokens[i].decider_probs.push(p);
+                    }
+                    probs
                 }
-                let top_values =
-                    Tensor::from_vec(top_values, (active.len(), decider_k), &Device::Cpu)?;
-                probs = decider.probabilities(&pass.hidden_states, &top_values)?;
-                for (&i, &p) in active.iter().zip(&probs) {
-                    tokens[i].decider_probs.push(p);
-                }
-            }
+                None => vec![f32::INFINITY; active.len()],
+            };
             if !deeper_possible {
                 break;
             }
+
+            // 2. The decider's choice (or the mode's), then the budget.
             let mut hard: Vec<(usize, usize, f32)> = Vec::new();
             for (r, (&i, &pos)) in active.iter().zip(&positions).enumerate() {
                 let forced = opts.policy.forced_hard_rate.is_some_and(|f| f.is_hard(pos));
@@ -259,7 +347,7 @@ impl TahModel {
                     hard.push((r, i, probs[r]));
                 }
             }
-            // 4. Over budget, drop the least confident hard tokens first.
+            // Over budget, drop the least confident hard tokens first.
             if depth == 1 {
                 if let Some(max) = opts.max_hard {
                     if hard.len() > max {
@@ -273,121 +361,24 @@ impl TahModel {
             let next: Vec<usize> = hard.iter().map(|&(_, i, _)| i).collect();
             for &i in &active {
                 if next.binary_search(&i).is_err() && !keep(i) {
-                    cum[i] = None;
+                    engine.release(i);
                 }
             }
             if next.is_empty() {
                 break;
             }
 
-            // 5. Soft embedding of the hard tokens' top-k cumulative logits.
-            let mut soft_ids = Vec::with_capacity(next.len() * soft_k);
-            let mut soft_weights = Vec::with_capacity(next.len() * soft_k);
-            for &(r, _, _) in &hard {
-                let top = &tops[r][..soft_k.min(tops[r].len())];
-                let max = top.first().map_or(0.0, |t| t.1);
-                let exps: Vec<f32> = top.iter().map(|&(_, v)| (v - max).exp()).collect();
-                let sum: f32 = exps.iter().sum();
-                soft_ids.extend(top.iter().map(|&(id, _)| id));
-                soft_weights.extend(exps.iter().map(|e| e / sum));
-            }
-            input = self
-                .net
-                .embedding()
-                .soft_embedding(&soft_ids, &soft_weights, soft_k)?;
+            // 3. Soft embedding of the hard tokens' top-k cumulative logits.
+            let hard_rows: Vec<usize> = hard.iter().map(|&(r, _, _)| r).collect();
+            engine.soft_embedding(&hard_rows, soft_k)?;
             active = next;
         }
 
-        let logits = (0..n)
-            .filter(|&i| keep(i))
-            .map(|i| cum[i].take().unwrap_or_default())
-            .collect();
-        Ok(ChunkOutput { tokens, logits })
+        let (logits, top) = engine.finish(&opts.keep)?;
+        Ok(ChunkOutput {
+            tokens,
+            logits,
+            top,
+        })
     }
-
-    /// Applies the LM head to `hidden`'s rows `rows` (indices into `active`),
-    /// adds the logits to each token's running sum, and returns every
-    /// active row's `top_len` largest cumulative logits (empty for rows not
-    /// computed). A row's full sum is stored back in `cum` only where
-    /// `retain` says so; the LM head streams in panels, so a long chunk never
-    /// holds a `[rows, vocab]` matrix.
-    fn accumulate_logits(
-        &self,
-        hidden: &Tensor,
-        active: &[usize],
-        rows: &[usize],
-        cum: &mut [Option<Vec<f32>>],
-        top_len: usize,
-        retain: &dyn Fn(usize) -> bool,
-    ) -> Result<Vec<Vec<(u32, f32)>>> {
-        let mut tops = vec![Vec::new(); active.len()];
-        if rows.is_empty() {
-            return Ok(tops);
-        }
-        let vocab = self.net.config().vocab_size;
-        let hidden = if rows.len() == active.len() {
-            hidden.clone()
-        } else {
-            let index: Vec<u32> = rows.iter().map(|&r| r as u32).collect();
-            hidden.index_select(&Tensor::from_vec(index, rows.len(), hidden.device())?, 0)?
-        };
-        // Per computed row: its running sum (taken out of `cum`, or a zeroed
-        // row where it must be retained) and its top entries so far.
-        let mut sums: Vec<Option<Vec<f32>>> = rows
-            .iter()
-            .map(|&r| {
-                let i = active[r];
-                cum[i]
-                    .take()
-                    .or_else(|| retain(i).then(|| vec![0f32; vocab]))
-            })
-            .collect();
-        let mut row_tops: Vec<TopK> = rows.iter().map(|_| TopK::new(top_len)).collect();
-        self.net
-            .lm_head()
-            .forward_panels(&hidden, &mut |first, block| {
-                let width = block.len() / rows.len();
-                if width == 0 {
-                    return Ok(());
-                }
-                for ((sum, top), values) in sums
-                    .iter_mut()
-                    .zip(&mut row_tops)
-                    .zip(block.chunks_exact(width))
-                {
-                    match sum {
-                        Some(sum) => {
-                            // The LM head must have one row per vocabulary entry.
-                            let sum = sum.get_mut(first..first + width).ok_or_else(|| {
-                                Error::InvalidArgument(format!(
-                                    "LM head rows {first}..{} exceed the vocabulary ({vocab})",
-                                    first + width
-                                ))
-                            })?;
-                            sum.iter_mut().zip(values).for_each(|(s, v)| *s += v);
-                            top.extend(first, sum);
-                        }
-                        None => top.extend(first, values),
-                    }
-                }
-                Ok(())
-            })?;
-        for ((&r, sum), top) in rows.iter().zip(sums).zip(row_tops) {
-            let i = active[r];
-            if retain(i) {
-                cum[i] = sum;
-            }
-            tops[r] = top.into_sorted();
-        }
-        Ok(tops)
-    }
-}
-
-/// The first row of a `[rows, hidden]` matrix holding NaN or infinity.
-fn first_non_finite_row(hidden: &Tensor) -> Result<Option<usize>> {
-    let width = hidden.dim(1)?.max(1);
-    let values = hidden.flatten_all()?.to_vec1::<f32>()?;
-    Ok(values
-        .chunks(width)
-        .position(|row| row.iter().any(|x| !x.is_finite())))
 }

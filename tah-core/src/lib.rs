@@ -7,6 +7,7 @@
 
 pub mod chat_template;
 pub mod config;
+mod cpu_chunk;
 pub mod decider;
 pub mod device;
 pub mod embedding;
@@ -14,7 +15,10 @@ pub mod error;
 pub mod eval;
 pub mod generation;
 pub mod gguf;
+#[cfg(feature = "gpu")]
+pub mod gpu;
 pub mod iteration;
+pub mod kernels;
 pub mod kv_cache;
 pub mod logits;
 pub mod matmul;
@@ -29,9 +33,11 @@ pub mod trace;
 pub mod weights;
 
 pub use chat_template::{ChatMessage, Role};
-pub use error::{Error, GgufProblem, Result};
+pub use device::{ComputeDevice, GpuOptions};
+pub use error::{Error, GgufProblem, GpuProblem, Result};
 pub use iteration::{ChunkOptions, ChunkOutput, IterationMode, IterationPolicy, KeepLogits};
 pub use kv_cache::{KvCache, KvPrecision};
+pub use logits::TopRequest;
 pub use session::{
     CancelHandle, GenerationConfig, GenerationResult, GenerationStats, Prompt, StopReason,
     TahSession, TokenEvent,

@@ -1,4 +1,5 @@
-//! Small reductions over a logits row: top-k and logsumexp.
+//! Small reductions over a logits row: top-k and logsumexp, and the
+//! candidates a sampler reads (top-k after a repetition penalty).
 
 use std::cmp::{Ordering, Reverse};
 use std::collections::BinaryHeap;
@@ -71,6 +72,40 @@ pub fn top_k(row: &[f32], k: usize) -> Vec<(u32, f32)> {
     let mut top = TopK::new(k.min(row.len()));
     top.extend(0, row);
     top.into_sorted()
+}
+
+/// `(token id, logit)` pairs, descending.
+pub type TopLogits = Vec<(u32, f32)>;
+
+/// What a sampler needs from a position's final logits: the `k` largest
+/// among ids `< limit`, after a repetition penalty on the ids in `seen`
+/// (Hugging Face's: positive logits divided by it, negative multiplied).
+/// Greedy decoding asks for one; a sampler with a top-k cut for that many.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct TopRequest<'a> {
+    pub k: usize,
+    /// Ids from here on are embedding rows without a token: never returned.
+    pub limit: usize,
+    /// 1 = off.
+    pub repetition_penalty: f32,
+    /// Distinct ids the penalty applies to.
+    pub seen: &'a [u32],
+}
+
+/// [`TopRequest`] applied to `row` (which the penalty modifies in place):
+/// `(id, value)` pairs, descending.
+pub fn penalized_top_k(row: &mut [f32], request: &TopRequest) -> TopLogits {
+    let len = request.limit.min(row.len());
+    let row = &mut row[..len];
+    let penalty = request.repetition_penalty;
+    if penalty != 1.0 {
+        for &id in request.seen {
+            if let Some(l) = row.get_mut(id as usize) {
+                *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
+            }
+        }
+    }
+    top_k(row, request.k)
 }
 
 /// `log(sum(exp(row)))`, computed in f64.

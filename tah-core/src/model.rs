@@ -10,13 +10,13 @@ use candle_core::Tensor;
 use crate::config::{LoraConfig, Qwen3Config};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
-use crate::kv_cache::{KvCache, KvShape};
+use crate::kv_cache::KvCache;
 use crate::weights::{Matrix, WeightBuilder};
 
 /// RoPE, "rotate-half" (NeoX) style, as Hugging Face computes it in f32.
 #[derive(Clone, Debug)]
 pub struct RotaryEmbedding {
-    inv_freq: Vec<f32>,
+    pub(crate) inv_freq: Vec<f32>,
 }
 
 impl RotaryEmbedding {
@@ -50,16 +50,16 @@ impl RotaryEmbedding {
 /// PEFT LoRA pair: `scaling * B (A x)`.
 #[derive(Clone, Debug)]
 pub struct LoraAdapter {
-    a: Matrix,
-    b: Matrix,
-    scaling: f64,
+    pub(crate) a: Matrix,
+    pub(crate) b: Matrix,
+    pub(crate) scaling: f64,
 }
 
 /// A bias-free linear layer that adds its LoRA adapter at depth >= 2.
 #[derive(Clone, Debug)]
 pub struct Linear {
-    weight: Matrix,
-    lora: Option<LoraAdapter>,
+    pub(crate) weight: Matrix,
+    pub(crate) lora: Option<LoraAdapter>,
 }
 
 impl Linear {
@@ -119,8 +119,8 @@ impl<'a> LoraWeights<'a> {
 
 #[derive(Clone, Debug)]
 pub struct RmsNorm {
-    weight: Tensor,
-    eps: f32,
+    pub(crate) weight: Tensor,
+    pub(crate) eps: f32,
 }
 
 impl RmsNorm {
@@ -138,9 +138,9 @@ impl RmsNorm {
 
 #[derive(Clone, Debug)]
 pub struct Mlp {
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
+    pub(crate) gate_proj: Linear,
+    pub(crate) up_proj: Linear,
+    pub(crate) down_proj: Linear,
 }
 
 impl Mlp {
@@ -162,16 +162,16 @@ impl Mlp {
 
 #[derive(Clone, Debug)]
 pub struct Attention {
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    q_norm: RmsNorm,
-    k_norm: RmsNorm,
-    num_heads: usize,
-    num_kv_heads: usize,
-    head_dim: usize,
-    layer_idx: usize,
+    pub(crate) q_proj: Linear,
+    pub(crate) k_proj: Linear,
+    pub(crate) v_proj: Linear,
+    pub(crate) o_proj: Linear,
+    pub(crate) q_norm: RmsNorm,
+    pub(crate) k_norm: RmsNorm,
+    pub(crate) num_heads: usize,
+    pub(crate) num_kv_heads: usize,
+    pub(crate) head_dim: usize,
+    pub(crate) layer_idx: usize,
 }
 
 impl Attention {
@@ -223,7 +223,7 @@ impl Attention {
         rotary.apply(&mut k, positions, self.num_kv_heads);
         // 3. This pass's K/V join the cache at (position, depth) first, so each
         //    query sees itself and the earlier tokens of its own chunk.
-        cache.append(self.layer_idx, depth, &k, &v);
+        cache.append(self.layer_idx, depth, &k, &v)?;
         // 4. Duo-causal attention over every depth <= this one.
         let mut out = vec![0f32; q.len()];
         cache.attend(
@@ -233,7 +233,7 @@ impl Attention {
             self.num_heads,
             &q,
             &mut out,
-        );
+        )?;
         let out = Tensor::from_vec(out, (n, self.num_heads * self.head_dim), x.device())?;
         self.o_proj.forward(&out, depth)
     }
@@ -241,10 +241,10 @@ impl Attention {
 
 #[derive(Clone, Debug)]
 pub struct DecoderLayer {
-    self_attn: Attention,
-    mlp: Mlp,
-    input_layernorm: RmsNorm,
-    post_attention_layernorm: RmsNorm,
+    pub(crate) self_attn: Attention,
+    pub(crate) mlp: Mlp,
+    pub(crate) input_layernorm: RmsNorm,
+    pub(crate) post_attention_layernorm: RmsNorm,
 }
 
 impl DecoderLayer {
@@ -297,12 +297,12 @@ pub struct PassOutput {
 
 #[derive(Clone, Debug)]
 pub struct Model {
-    embed_tokens: Embedding,
-    layers: Vec<DecoderLayer>,
-    norm: RmsNorm,
-    lm_head: Matrix,
-    rotary: RotaryEmbedding,
-    cfg: Qwen3Config,
+    pub(crate) embed_tokens: Embedding,
+    pub(crate) layers: Vec<DecoderLayer>,
+    pub(crate) norm: RmsNorm,
+    pub(crate) lm_head: Matrix,
+    pub(crate) rotary: RotaryEmbedding,
+    pub(crate) cfg: Qwen3Config,
 }
 
 impl Model {
@@ -343,16 +343,6 @@ impl Model {
 
     pub fn embedding(&self) -> &Embedding {
         &self.embed_tokens
-    }
-
-    /// Shape of the KV cache this model needs for `max_depth` depths.
-    pub fn kv_shape(&self, max_depth: usize) -> KvShape {
-        KvShape {
-            num_layers: self.cfg.num_hidden_layers,
-            num_kv_heads: self.cfg.num_key_value_heads,
-            head_dim: self.cfg.head_dim,
-            max_depth,
-        }
     }
 
     /// The LM head (`[vocab, hidden]`). The caller applies it to the rows

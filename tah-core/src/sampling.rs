@@ -2,12 +2,10 @@
 //! temperature, top-k, top-p and min-p (Hugging Face's order), then a draw
 //! from a seeded ChaCha8 generator (same seed, same tokens on every platform).
 
-use std::collections::HashSet;
-
 use rand_chacha::rand_core::{RngCore, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
-use crate::logits::{argmax, top_k};
+use crate::logits::{penalized_top_k, TopRequest};
 
 /// Sampling settings (validated by `GenerationConfig::validate`).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -28,8 +26,9 @@ pub struct Sampler {
     rng: ChaCha8Rng,
     /// Ids `>= vocab` are embedding rows without a token: never sampled.
     vocab: usize,
-    /// Tokens the repetition penalty applies to (prompt and output so far).
-    seen: HashSet<u32>,
+    /// Tokens the repetition penalty applies to (prompt and output so far),
+    /// sorted and distinct.
+    seen: Vec<u32>,
 }
 
 impl Sampler {
@@ -40,11 +39,12 @@ impl Sampler {
             Some(seed) => ChaCha8Rng::seed_from_u64(seed),
             None => ChaCha8Rng::from_os_rng(),
         };
-        let seen = if params.repetition_penalty == 1.0 {
-            HashSet::new()
-        } else {
-            prompt.iter().copied().collect()
-        };
+        let mut seen = Vec::new();
+        if params.repetition_penalty != 1.0 {
+            seen.extend_from_slice(prompt);
+            seen.sort_unstable();
+            seen.dedup();
+        }
         Self {
             params,
             rng,
@@ -56,34 +56,48 @@ impl Sampler {
     /// Records a generated token (for the repetition penalty).
     pub fn observe(&mut self, id: u32) {
         if self.params.repetition_penalty != 1.0 {
-            self.seen.insert(id);
+            if let Err(at) = self.seen.binary_search(&id) {
+                self.seen.insert(at, id);
+            }
+        }
+    }
+
+    /// The candidates [`sample_candidates`](Self::sample_candidates) reads
+    /// from a logits row: one for greedy decoding, the top-k cut's, or every
+    /// token without a cut.
+    pub fn request(&self) -> TopRequest<'_> {
+        let k = if self.params.temperature == 0.0 {
+            1
+        } else {
+            match self.params.top_k {
+                0 => self.vocab,
+                k => k.min(self.vocab),
+            }
+        };
+        TopRequest {
+            k,
+            limit: self.vocab,
+            repetition_penalty: self.params.repetition_penalty,
+            seen: &self.seen,
         }
     }
 
     /// Picks the next token from `logits` (modified in place by the penalty).
     /// `None` only for an empty row.
     pub fn sample(&mut self, logits: &mut [f32]) -> Option<u32> {
-        let len = self.vocab.min(logits.len());
-        let logits = &mut logits[..len];
-        let penalty = self.params.repetition_penalty;
-        if penalty != 1.0 {
-            for &id in &self.seen {
-                if let Some(l) = logits.get_mut(id as usize) {
-                    *l = if *l > 0.0 { *l / penalty } else { *l * penalty };
-                }
-            }
-        }
-        if self.params.temperature == 0.0 {
-            return argmax(logits);
-        }
-        let k = match self.params.top_k {
-            0 => logits.len(),
-            k => k,
-        };
-        let candidates = top_k(logits, k);
-        let probs = filtered_probs(&candidates, &self.params);
-        let total: f64 = probs.iter().sum();
+        let candidates = penalized_top_k(logits, &self.request());
+        self.sample_candidates(&candidates)
+    }
+
+    /// Picks the next token from what [`request`](Self::request) asked for
+    /// (`(id, logit)` pairs, descending). `None` only when there are none.
+    pub fn sample_candidates(&mut self, candidates: &[(u32, f32)]) -> Option<u32> {
         let &(first, _) = candidates.first()?;
+        if self.params.temperature == 0.0 {
+            return Some(first);
+        }
+        let probs = filtered_probs(candidates, &self.params);
+        let total: f64 = probs.iter().sum();
         if !(total.is_finite() && total > 0.0) {
             return Some(first); // NaN/inf logits: fall back to the top one
         }

@@ -4,6 +4,7 @@
 //! what changed (Qwen3's template drops earlier turns' thinking, so the
 //! previous answer is partly recomputed).
 
+use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -226,33 +227,35 @@ impl TahSession {
     ) -> Result<StopReason> {
         let model = Arc::clone(&self.model);
         let tokenizer = model.tokenizer()?;
-        let opts = ChunkOptions {
-            policy: config.policy(),
-            keep: KeepLogits::Last,
-            max_hard: None,
-            cancel: Some(cancel.flag()),
-            probe_decider: false,
-        };
+        let policy = config.policy();
         let budget = config.hard_token_budget;
+        // Each forward returns only what the sampler reads of the last
+        // position's logits (the argmax, or the top-k cut's candidates).
+        let mut sampler = Sampler::new(config.sampling(), config.seed, tokenizer.vocab_size(), ids);
+        let cancel_flag = cancel.flag();
 
         let prefill_start = Instant::now();
         let mut next = None;
         for chunk in ids[reused..].chunks(config.prefill_chunk) {
-            next = Some(self.feed(chunk, &opts, budget, tally)?);
+            next = Some(self.feed(
+                chunk,
+                &chunk_options(policy, &sampler, cancel_flag),
+                budget,
+                tally,
+            )?);
         }
         tally.prefill_secs = prefill_start.elapsed().as_secs_f64();
         // `reused < ids.len()`, so at least one chunk ran.
-        let (mut logits, mut depth) =
+        let (mut candidates, mut depth) =
             next.ok_or_else(|| Error::InvalidArgument("nothing to prefill".into()))?;
 
-        let mut sampler = Sampler::new(config.sampling(), config.seed, tokenizer.vocab_size(), ids);
         let mut stream = TextStream::new(tokenizer, &config.stop);
         loop {
             if cancel.is_cancelled() {
                 return Err(Error::Cancelled);
             }
             let token = sampler
-                .sample(&mut logits)
+                .sample_candidates(&candidates)
                 .ok_or_else(|| Error::InvalidArgument("the model returned no logits".into()))?;
             tally.token_sampled();
             let index = output.token_ids.len() as u32;
@@ -305,35 +308,41 @@ impl TahSession {
             if let Some(reason) = limit {
                 return Ok(reason);
             }
-            (logits, depth) = self.feed(&[token], &opts, budget, tally)?;
+            (candidates, depth) = self.feed(
+                &[token],
+                &chunk_options(policy, &sampler, cancel_flag),
+                budget,
+                tally,
+            )?;
         }
     }
 
-    /// Runs `ids` after the cached tokens; returns the last position's logits
-    /// and its depth. On error (or cancellation) nothing is added.
+    /// Runs `ids` after the cached tokens; returns the sampling candidates
+    /// of the last position and its depth. On error (or cancellation)
+    /// nothing is added.
     fn feed(
         &mut self,
         ids: &[u32],
         opts: &ChunkOptions,
         budget: Option<u32>,
         tally: &mut Tally,
-    ) -> Result<(Vec<f32>, u32)> {
+    ) -> Result<(Vec<(u32, f32)>, u32)> {
         let opts = ChunkOptions {
             max_hard: tally.max_hard(budget, ids.len()),
             ..*opts
         };
-        let mut out = self.model.forward_chunk(ids, &mut self.cache, &opts)?;
+        let out = self.model.forward_chunk(ids, &mut self.cache, &opts)?;
         self.tokens.extend_from_slice(ids);
         tally.record(&out.tokens, self.cache.bytes());
         let depth = out.tokens.last().map_or(1, |t| t.iter_count) as u32;
-        let logits = out.logits.pop().unwrap_or_default();
-        // NaN logits would otherwise be sampled as "the top token" forever.
-        if logits.iter().any(|x| !x.is_finite()) {
+        // NaN logits would otherwise be sampled as "the top token" forever
+        // (a NaN sorts above every number, so it is among the candidates).
+        if out.top.iter().any(|(_, x)| !x.is_finite()) {
             return Err(Error::NonFiniteOutput {
                 position: self.tokens.len() - 1,
             });
         }
-        Ok((logits, depth))
+        Ok((out.top, depth))
     }
 
     fn truncate(&mut self, len: usize) {
@@ -375,7 +384,25 @@ impl TahSession {
             hard_token_fraction: ratio(tally.hard),
             depth2_kv_entries: self.cache.depth_len(2) as u32,
             peak_kv_bytes: tally.peak_kv_bytes as u64,
+            device: model.device_name(),
+            device_notice: model.device_notice().map(str::to_owned),
         }
+    }
+}
+
+/// Options of a generation's forwards: only what `sampler` reads of the
+/// last position's logits comes back.
+fn chunk_options<'a>(
+    policy: IterationPolicy,
+    sampler: &'a Sampler,
+    cancel: &'a AtomicBool,
+) -> ChunkOptions<'a> {
+    ChunkOptions {
+        policy,
+        keep: KeepLogits::LastTop(sampler.request()),
+        max_hard: None,
+        cancel: Some(cancel),
+        probe_decider: false,
     }
 }
 

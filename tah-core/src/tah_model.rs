@@ -1,17 +1,18 @@
-//! A loaded TaH model: immutable weights (network, LoRA, decider), TaH
-//! settings, tokenizer and chat template. Shareable across threads; each
-//! conversation keeps its own [`KvCache`].
+//! A loaded TaH model: immutable weights (network, LoRA, decider) on the
+//! CPU or the GPU, TaH settings, tokenizer and chat template. Shareable
+//! across threads; each conversation keeps its own [`KvCache`].
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use crate::chat_template::ChatTemplate;
-use crate::config::{read_json, LoraConfig, Qwen3Config, TahConfig};
+use crate::config::{read_json, DeciderConfig, LoraConfig, Qwen3Config, TahConfig};
 use crate::decider::{bf16_threshold, Decider, DeciderFile};
+use crate::device::{ComputeDevice, GpuOptions};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
 use crate::iteration::{IterationMode, IterationPolicy};
-use crate::kv_cache::{KvCache, KvPrecision};
+use crate::kv_cache::{KvCache, KvPrecision, KvShape};
 use crate::model::{LoraWeights, Model};
 use crate::tokenizer::TahTokenizer;
 use crate::weights::{SafetensorsSource, WeightBuilder, WeightSource};
@@ -24,14 +25,30 @@ pub struct LoadOptions {
     /// Context length of sessions (default: the model's
     /// `max_position_embeddings`).
     pub context_length: Option<usize>,
-    /// How sessions' KV caches store K/V (default f32; `q8` takes about a
-    /// quarter of the memory).
+    /// How sessions' KV caches store K/V (default f16; `q8` takes about a
+    /// quarter of the f32 memory).
     pub kv_precision: KvPrecision,
+    /// Where the model runs (default: the CPU).
+    pub device: ComputeDevice,
+    /// How it is put on the GPU, when `device` is [`ComputeDevice::Gpu`].
+    pub gpu: GpuOptions,
+}
+
+/// Where a loaded model's weights live and its passes run.
+#[allow(clippy::large_enum_variant)] // one per model
+pub(crate) enum Engine {
+    Cpu {
+        net: Model,
+        decider: Option<Decider>,
+    },
+    #[cfg(feature = "gpu")]
+    Gpu(crate::gpu::GpuModel),
 }
 
 pub struct TahModel {
-    pub(crate) net: Model,
-    pub(crate) decider: Option<Decider>,
+    pub(crate) engine: Engine,
+    cfg: Qwen3Config,
+    decider_config: Option<DeciderConfig>,
     max_iter: usize,
     soft_topk: usize,
     tokenizer: Option<TahTokenizer>,
@@ -42,6 +59,8 @@ pub struct TahModel {
     /// Wall time of [`TahModel::load`], reported in generation stats.
     load_ms: f64,
     notice: Option<String>,
+    /// Why a GPU model runs on the CPU (`fallback_to_cpu`).
+    device_notice: Option<String>,
 }
 
 /// What a format-specific loader hands to [`TahModel::assemble`].
@@ -93,9 +112,18 @@ impl TahModel {
                 "context length must be positive".into(),
             ));
         }
+        let cfg = parts.net.config().clone();
+        let decider_config = parts.decider.as_ref().map(|d| d.config().clone());
+        let (engine, device_notice) = place(
+            parts.net,
+            parts.decider,
+            options,
+            (parts.max_iter, parts.soft_topk),
+        )?;
         Ok(TahModel {
-            net: parts.net,
-            decider: parts.decider,
+            engine,
+            cfg,
+            decider_config,
             max_iter: parts.max_iter,
             soft_topk: parts.soft_topk,
             tokenizer: parts.tokenizer,
@@ -105,6 +133,7 @@ impl TahModel {
             kv_precision: options.kv_precision,
             load_ms: 0.0,
             notice: parts.notice,
+            device_notice,
         })
     }
 
@@ -114,13 +143,42 @@ impl TahModel {
         self.notice.as_deref()
     }
 
-    /// The network's token embedding.
-    pub fn embedding(&self) -> &Embedding {
-        self.net.embedding()
+    /// Where the model runs: `cpu`, or `gpu: <adapter> (<backend>)`.
+    pub fn device_name(&self) -> String {
+        match &self.engine {
+            Engine::Cpu { .. } => "cpu".into(),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(gpu) => format!("gpu: {}", gpu.adapter_name()),
+        }
+    }
+
+    /// Destroys the GPU device under a GPU model, as a driver reset would
+    /// (for tests of device loss; nothing happens to a CPU model).
+    #[doc(hidden)]
+    pub fn lose_gpu_device(&self) {
+        #[cfg(feature = "gpu")]
+        if let Engine::Gpu(gpu) = &self.engine {
+            gpu.lose_device();
+        }
+    }
+
+    /// Why a model asked for on the GPU runs on the CPU (see
+    /// [`GpuOptions::fallback_to_cpu`]).
+    pub fn device_notice(&self) -> Option<&str> {
+        self.device_notice.as_deref()
+    }
+
+    /// The network's token embedding (None when the model runs on the GPU).
+    pub fn embedding(&self) -> Option<&Embedding> {
+        match &self.engine {
+            Engine::Cpu { net, .. } => Some(net.embedding()),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(_) => None,
+        }
     }
 
     pub fn config(&self) -> &Qwen3Config {
-        self.net.config()
+        &self.cfg
     }
 
     /// D: the most passes a token can take (1 for a plain Qwen3 model).
@@ -133,8 +191,19 @@ impl TahModel {
         self.soft_topk
     }
 
+    /// The decider as it runs on the CPU (None for a model without one, or
+    /// one that runs on the GPU; see [`Self::decider_config`]).
     pub fn decider(&self) -> Option<&Decider> {
-        self.decider.as_ref()
+        match &self.engine {
+            Engine::Cpu { decider, .. } => decider.as_ref(),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(_) => None,
+        }
+    }
+
+    /// The decider's settings (None: a plain Qwen3 model).
+    pub fn decider_config(&self) -> Option<&DeciderConfig> {
+        self.decider_config.as_ref()
     }
 
     pub fn tokenizer(&self) -> Result<&TahTokenizer> {
@@ -158,13 +227,19 @@ impl TahModel {
         self.context_length
     }
 
-    /// A fresh KV cache for one conversation.
+    /// A fresh KV cache for one conversation, on the model's device.
     pub fn new_cache(&self) -> KvCache {
-        KvCache::new(
-            self.net.kv_shape(self.max_iter),
-            self.context_length,
-            self.kv_precision,
-        )
+        let shape = KvShape {
+            num_layers: self.cfg.num_hidden_layers,
+            num_kv_heads: self.cfg.num_key_value_heads,
+            head_dim: self.cfg.head_dim,
+            max_depth: self.max_iter,
+        };
+        match &self.engine {
+            Engine::Cpu { .. } => KvCache::new(shape, self.context_length, self.kv_precision),
+            #[cfg(feature = "gpu")]
+            Engine::Gpu(gpu) => gpu.new_cache(shape, self.context_length, self.kv_precision),
+        }
     }
 
     /// The threshold `policy` amounts to: `never` is 1.0 and `always` -1.0,
@@ -176,10 +251,50 @@ impl TahModel {
             IterationMode::Decider => policy
                 .threshold
                 .map(bf16_threshold)
-                .or(self.decider.as_ref().map(Decider::threshold))
+                .or(self
+                    .decider_config
+                    .as_ref()
+                    .map(|d| bf16_threshold(d.threshold)))
                 .unwrap_or(1.0),
         }
     }
+}
+
+/// Puts the loaded network where `options` asks: kept as is for the CPU,
+/// uploaded (and the CPU copy dropped) for the GPU. Returns the engine and,
+/// after a fallback to the CPU, why.
+fn place(
+    net: Model,
+    decider: Option<Decider>,
+    options: &LoadOptions,
+    (max_iter, soft_topk): (usize, usize),
+) -> Result<(Engine, Option<String>)> {
+    if options.device == ComputeDevice::Cpu {
+        return Ok((Engine::Cpu { net, decider }, None));
+    }
+    #[cfg(feature = "gpu")]
+    let error = match crate::gpu::GpuModel::upload(
+        &net,
+        decider.as_ref(),
+        max_iter,
+        soft_topk,
+        options.kv_precision,
+        &options.gpu,
+    ) {
+        Ok(gpu) => return Ok((Engine::Gpu(gpu), None)),
+        Err(e) => e,
+    };
+    #[cfg(not(feature = "gpu"))]
+    let error = {
+        let _ = (max_iter, soft_topk);
+        Error::Gpu(crate::error::GpuProblem::NotCompiled)
+    };
+    if !options.gpu.fallback_to_cpu {
+        return Err(error);
+    }
+    let notice = format!("running on the CPU: {error}");
+    log::warn!("{notice}");
+    Ok((Engine::Cpu { net, decider }, Some(notice)))
 }
 
 fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {

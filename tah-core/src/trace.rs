@@ -34,8 +34,7 @@ pub struct TraceRequest {
     pub policy: IterationPolicy,
 }
 
-/// `[token_id, logit]` pairs, descending.
-pub type TopLogits = Vec<(u32, f32)>;
+pub use crate::logits::TopLogits;
 
 #[derive(Clone, Debug, Serialize)]
 pub struct PrefillTrace {

@@ -28,6 +28,11 @@ pub enum TahError {
     /// The operation was cancelled.
     #[error("cancelled: {reason}")]
     Cancelled { reason: String },
+    /// The GPU could not load or run the model: no GPU (or a library built
+    /// without GPU support), a shader its driver refused, a buffer over its
+    /// limits, a device lost or hung. Load on the CPU, or with `gpuFallback`.
+    #[error("GPU: {reason}")]
+    Gpu { reason: String },
     /// A bug: an engine panic, a tensor backend failure, or a foreign callback
     /// that failed unexpectedly.
     #[error("internal error: {reason}")]
@@ -66,6 +71,7 @@ impl From<tah_core::Error> for TahError {
             E::InvalidArgument(_) => TahError::InvalidArgument { reason },
             E::ContextOverflow { .. } => TahError::ContextOverflow { reason },
             E::Cancelled => TahError::Cancelled { reason },
+            E::Gpu(_) => TahError::Gpu { reason },
             E::Candle(_) => TahError::Internal { reason },
         }
     }

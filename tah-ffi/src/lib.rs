@@ -17,7 +17,7 @@ mod session;
 
 pub use diagnostics::diagnostic_panic;
 pub use error::TahError;
-pub use model::{KvPrecision, ModelOptions, TahModel};
+pub use model::{Device, KvPrecision, ModelOptions, TahModel};
 pub use records::{
     compute_backends, default_generation_config, greedy_generation_config, ChatMessage,
     ComputeBackends, GenerationConfig, GenerationResult, IterationMode, Prompt, Role, Stats,

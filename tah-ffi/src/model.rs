@@ -24,6 +24,35 @@ pub struct ModelOptions {
     /// How the KV cache stores keys and values (`null`/`nil`: f16).
     #[uniffi(default)]
     pub kv_precision: Option<KvPrecision>,
+    /// Where the model runs (`null`/`nil`: the CPU). The GPU needs a library
+    /// built with the `gpu` feature (the Android and iOS builds have it).
+    #[uniffi(default)]
+    pub device: Option<Device>,
+    /// On the GPU: use only an adapter whose name contains this.
+    #[uniffi(default)]
+    pub gpu_adapter: Option<String>,
+    /// On the GPU: when the GPU cannot run the model, load it on the CPU
+    /// instead (the reason is in `deviceNotice` and every `Stats`) rather
+    /// than fail with `TahError.Gpu`.
+    #[uniffi(default)]
+    pub gpu_fallback: bool,
+}
+
+/// Where a model runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Device {
+    Cpu,
+    /// Metal on iOS, Vulkan on Android.
+    Gpu,
+}
+
+impl From<Device> for tah_core::ComputeDevice {
+    fn from(d: Device) -> Self {
+        match d {
+            Device::Cpu => tah_core::ComputeDevice::Cpu,
+            Device::Gpu => tah_core::ComputeDevice::Gpu,
+        }
+    }
 }
 
 /// KV cache precision: memory per cached token against exactness.
@@ -87,6 +116,12 @@ impl TahModel {
                 tokenizer: options.tokenizer_path.map(PathBuf::from),
                 context_length: options.context_length.map(|n| n as usize),
                 kv_precision: options.kv_precision.map(Into::into).unwrap_or_default(),
+                device: options.device.map(Into::into).unwrap_or_default(),
+                gpu: tah_core::GpuOptions {
+                    adapter: options.gpu_adapter,
+                    fallback_to_cpu: options.gpu_fallback,
+                    ..Default::default()
+                },
             };
             let load = || tah_core::TahModel::load(Path::new(&path), &load_options);
             let engine = match &pool {
@@ -111,12 +146,23 @@ impl TahModel {
     pub fn context_length(&self) -> u32 {
         u32::try_from(self.engine.context_length()).unwrap_or(u32::MAX)
     }
+
+    /// Where the model runs: `cpu`, or `gpu: <adapter> (<backend>)`.
+    pub fn device_name(&self) -> String {
+        self.engine.device_name()
+    }
+
+    /// Why a model asked for on the GPU runs on the CPU (`gpuFallback`).
+    pub fn device_notice(&self) -> Option<String> {
+        self.engine.device_notice().map(str::to_owned)
+    }
 }
 
-/// A bad option is the caller's mistake; anything else is the checkpoint's.
+/// A bad option is the caller's mistake, a GPU failure the device's;
+/// anything else is the checkpoint's.
 fn load_error(error: tah_core::Error) -> TahError {
     match error {
-        tah_core::Error::InvalidArgument(_) => error.into(),
+        tah_core::Error::InvalidArgument(_) | tah_core::Error::Gpu(_) => error.into(),
         other => TahError::ModelLoad {
             reason: other.to_string(),
         },

@@ -126,6 +126,10 @@ pub struct Stats {
     pub depth2_kv_entries: u32,
     /// Largest KV cache size during the generation, in bytes.
     pub peak_kv_bytes: u64,
+    /// Where the model ran: `cpu`, or `gpu: <adapter> (<backend>)`.
+    pub device: String,
+    /// Why a model asked for on the GPU ran on the CPU (`gpuFallback`).
+    pub device_notice: Option<String>,
 }
 
 /// The outcome of a generation.
@@ -271,6 +275,8 @@ impl From<engine::GenerationStats> for Stats {
             hard_token_fraction: s.hard_token_fraction,
             depth2_kv_entries: s.depth2_kv_entries,
             peak_kv_bytes: s.peak_kv_bytes,
+            device: s.device,
+            device_notice: s.device_notice,
         }
     }
 }
@@ -291,23 +297,18 @@ impl From<engine::GenerationResult> for GenerationResult {
 /// The compute backends of this build of the library.
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
 pub struct ComputeBackends {
-    /// Where the model's tensors live: `"cpu"` (the only device the model
-    /// runs on today).
-    pub model_device: String,
-    /// The library was built with the `metal` feature (candle's Metal
-    /// backend compiled in; Apple builds only).
-    pub metal_compiled: bool,
-    /// A Metal device could be opened (only tried when compiled in). Nothing
-    /// runs on it yet.
-    pub metal_device_available: bool,
+    /// The library was built with the `gpu` feature (`Device.GPU` can load).
+    pub gpu_compiled: bool,
+    /// The GPU adapter a model on `Device.GPU` would use (`null`/`nil`
+    /// without the feature or without a usable GPU).
+    pub gpu_adapter: Option<String>,
 }
 
 impl From<tah_core::device::Backends> for ComputeBackends {
     fn from(b: tah_core::device::Backends) -> Self {
         ComputeBackends {
-            model_device: b.model_device.to_owned(),
-            metal_compiled: b.metal_compiled,
-            metal_device_available: b.metal_device_available,
+            gpu_compiled: b.gpu_compiled,
+            gpu_adapter: b.gpu_adapter,
         }
     }
 }

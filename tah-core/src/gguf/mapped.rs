@@ -209,7 +209,8 @@ impl MappedMatrix {
         Ok(matrix)
     }
 
-    fn bytes(&self) -> &[u8] {
+    /// The matrix as stored in the file (whole blocks, row after row).
+    pub(crate) fn bytes(&self) -> &[u8] {
         // In bounds: the reader checked offset + len against the file.
         &self.mmap[self.offset..self.offset + self.len]
     }

@@ -10,7 +10,8 @@
 
 use rayon::prelude::*;
 
-use super::{KvCache, KvShape, VectorStore};
+use super::{DepthRows, KvCache, KvShape, VectorStore};
+use crate::error::Result;
 
 /// Queries per block: enough rows for the GEMM to pay off, few enough that
 /// the causal rectangle (computed whole, then masked) wastes little.
@@ -32,7 +33,8 @@ impl KvCache {
         num_heads: usize,
         q: &[f32],
         out: &mut [f32],
-    ) {
+    ) -> Result<()> {
+        let rows = self.cpu_rows()?;
         let KvShape {
             num_kv_heads,
             head_dim,
@@ -61,7 +63,7 @@ impl KvCache {
                     first,
                     prefixes: &prefixes[first..end],
                 };
-                self.attend_block(layer, depth, kv_head, group, &query)
+                self.attend_block(&rows[layer][..depth], kv_head, group, &query)
             })
             .collect();
         // Each block holds `[group][m][head_dim]`; rows go back to `[n][head][..]`.
@@ -75,18 +77,19 @@ impl KvCache {
                 }
             }
         }
+        Ok(())
     }
 
     /// Attention of the `group` query heads sharing `kv_head`, for one block
     /// of queries: `[group][m][head_dim]`.
     fn attend_block(
         &self,
-        layer: usize,
-        depth: usize,
+        rows: &[DepthRows],
         kv_head: usize,
         group: usize,
         query: &QueryBlock,
     ) -> Vec<f32> {
+        let depth = rows.len();
         let KvShape {
             num_kv_heads,
             head_dim,
@@ -98,7 +101,6 @@ impl KvCache {
         let total: usize = widths.iter().sum();
         let (mut key_scratch, mut value_scratch) =
             (vec![Vec::new(); depth], vec![Vec::new(); depth]);
-        let rows = &self.rows[layer][..depth];
         let head = HeadOf {
             kv_head,
             num_kv_heads,
@@ -333,7 +335,7 @@ mod tests {
                 .flat_map(|&p| (0..row).map(move |j| value(p, depth, j)))
                 .collect();
             let v: Vec<f32> = k.iter().map(|x| x * 2.0 - 0.5).collect();
-            cache.append(0, depth, &k, &v);
+            cache.append(0, depth, &k, &v).unwrap();
         }
         (cache, shape)
     }
@@ -353,7 +355,7 @@ mod tests {
                 if pp > p || dd > d {
                     continue;
                 }
-                let rows = &cache.rows[0][dd - 1];
+                let rows = &cache.cpu_rows().unwrap()[0][dd - 1];
                 let index = slot * num_kv_heads + kv_head;
                 let (mut k, mut v) = (vec![0.0; head_dim], vec![0.0; head_dim]);
                 rows.keys.widen(index, &mut k);
@@ -404,7 +406,9 @@ mod tests {
                     .map(|j| ((j as f32) * 0.37).cos())
                     .collect();
                 let mut out = vec![f32::NAN; q.len()];
-                cache.attend(0, depth, &positions, num_heads, &q, &mut out);
+                cache
+                    .attend(0, depth, &positions, num_heads, &q, &mut out)
+                    .unwrap();
                 for (i, &p) in positions.iter().enumerate() {
                     for h in 0..num_heads {
                         let at = (i * num_heads + h) * hd;

@@ -8,6 +8,9 @@
 //!
 //! Rows are appended to growable buffers (amortised O(1)); nothing is ever
 //! concatenated per step. Attention over the cache lives in [`attention`].
+//! The bookkeeping (which positions each depth holds) is the same for both
+//! devices; a GPU model's cache keeps its vectors in GPU buffers
+//! (`crate::gpu::GpuCacheState`).
 
 mod attention;
 
@@ -15,7 +18,9 @@ use crate::error::{Error, Result};
 use half::slice::HalfFloatSliceExt;
 
 /// How K/V vectors are stored.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum KvPrecision {
     /// Exact (4 bytes per value): what conformance with the reference is
@@ -230,26 +235,69 @@ pub struct KvShape {
     pub max_depth: usize,
 }
 
-#[derive(Clone, Debug)]
+/// Where the K/V vectors live.
+#[derive(Debug)]
+enum Store {
+    /// `rows[layer][d - 1]`.
+    Cpu(Vec<Vec<DepthRows>>),
+    #[cfg(feature = "gpu")]
+    Gpu(Box<crate::gpu::GpuCacheState>),
+}
+
+#[derive(Debug)]
 pub struct KvCache {
     shape: KvShape,
     /// Most positions the cache may hold (the context length).
     capacity: usize,
     /// `positions[d - 1]`: position of every depth-d entry, ascending.
     positions: Vec<Vec<u32>>,
-    /// `rows[layer][d - 1]`.
-    rows: Vec<Vec<DepthRows>>,
+    store: Store,
     precision: KvPrecision,
 }
 
 impl KvCache {
+    /// A cache in host memory (a CPU model's).
     pub fn new(shape: KvShape, capacity: usize, precision: KvPrecision) -> Self {
+        let rows = vec![vec![DepthRows::new(precision); shape.max_depth]; shape.num_layers];
+        Self::with_store(shape, capacity, precision, Store::Cpu(rows))
+    }
+
+    /// A cache whose vectors live on the GPU (a GPU model's).
+    #[cfg(feature = "gpu")]
+    pub(crate) fn on_gpu(
+        shape: KvShape,
+        capacity: usize,
+        precision: KvPrecision,
+        state: crate::gpu::GpuCacheState,
+    ) -> Self {
+        Self::with_store(shape, capacity, precision, Store::Gpu(Box::new(state)))
+    }
+
+    fn with_store(shape: KvShape, capacity: usize, precision: KvPrecision, store: Store) -> Self {
         KvCache {
             shape,
             capacity,
             positions: vec![Vec::new(); shape.max_depth],
-            rows: vec![vec![DepthRows::new(precision); shape.max_depth]; shape.num_layers],
+            store,
             precision,
+        }
+    }
+
+    /// The GPU side of a GPU model's cache (None for a CPU cache).
+    #[cfg(feature = "gpu")]
+    pub(crate) fn gpu_state(&mut self) -> Option<&mut crate::gpu::GpuCacheState> {
+        match &mut self.store {
+            Store::Gpu(state) => Some(state),
+            Store::Cpu(_) => None,
+        }
+    }
+
+    /// The vectors of a CPU cache.
+    fn cpu_rows(&self) -> Result<&Vec<Vec<DepthRows>>> {
+        match &self.store {
+            Store::Cpu(rows) => Ok(rows),
+            #[cfg(feature = "gpu")]
+            Store::Gpu(_) => Err(wrong_device()),
         }
     }
 
@@ -287,11 +335,18 @@ impl KvCache {
 
     /// Bytes held by K/V vectors (what the cache costs in memory).
     pub fn bytes(&self) -> usize {
-        self.rows
-            .iter()
-            .flatten()
-            .map(|r| r.keys.bytes() + r.values.bytes())
-            .sum()
+        match &self.store {
+            Store::Cpu(rows) => rows
+                .iter()
+                .flatten()
+                .map(|r| r.keys.bytes() + r.values.bytes())
+                .sum(),
+            #[cfg(feature = "gpu")]
+            Store::Gpu(state) => {
+                let entries: usize = self.positions.iter().map(Vec::len).sum();
+                entries * self.shape.num_layers * state.entry_bytes()
+            }
+        }
     }
 
     /// Forgets everything (keeps the allocations for reuse).
@@ -305,9 +360,16 @@ impl KvCache {
         for (d, positions) in self.positions.iter_mut().enumerate() {
             let keep = positions.partition_point(|&p| (p as usize) < len);
             positions.truncate(keep);
-            for layer in &mut self.rows {
-                layer[d].keys.truncate(keep * heads, head_dim);
-                layer[d].values.truncate(keep * heads, head_dim);
+            match &mut self.store {
+                Store::Cpu(rows) => {
+                    for layer in rows {
+                        layer[d].keys.truncate(keep * heads, head_dim);
+                        layer[d].values.truncate(keep * heads, head_dim);
+                    }
+                }
+                // A GPU cache's vectors past the kept entries are just ignored.
+                #[cfg(feature = "gpu")]
+                Store::Gpu(_) => {}
             }
         }
     }
@@ -353,12 +415,23 @@ impl KvCache {
     }
 
     /// Appends the K/V rows (`[n][kv_heads][head_dim]`) of `layer` for the
-    /// entries of the pass begun at `depth`.
-    pub(crate) fn append(&mut self, layer: usize, depth: usize, keys: &[f32], values: &[f32]) {
+    /// entries of the pass begun at `depth` (a CPU cache's).
+    pub(crate) fn append(
+        &mut self,
+        layer: usize,
+        depth: usize,
+        keys: &[f32],
+        values: &[f32],
+    ) -> Result<()> {
         let head_dim = self.shape.head_dim;
-        let rows = &mut self.rows[layer][depth - 1];
+        let rows = match &mut self.store {
+            Store::Cpu(rows) => &mut rows[layer][depth - 1],
+            #[cfg(feature = "gpu")]
+            Store::Gpu(_) => return Err(wrong_device()),
+        };
         rows.keys.extend(keys, head_dim);
         rows.values.extend(values, head_dim);
+        Ok(())
     }
 
     /// Number of entries at each depth <= `depth` that a query at `position`
@@ -369,6 +442,12 @@ impl KvCache {
             .map(|ps| ps.partition_point(|&p| p <= position))
             .collect()
     }
+}
+
+/// A CPU model given a GPU model's cache (or the reverse).
+#[cfg(feature = "gpu")]
+pub(crate) fn wrong_device() -> Error {
+    Error::InvalidArgument("this KV cache belongs to a model on another device".into())
 }
 
 #[cfg(test)]
@@ -391,7 +470,7 @@ mod tests {
             .iter()
             .flat_map(|&p| [p as f32, depth as f32])
             .collect();
-        cache.append(0, depth, &rows, &rows);
+        cache.append(0, depth, &rows, &rows).unwrap();
     }
 
     #[test]

@@ -155,6 +155,26 @@ pub fn check_case(model: &TahModel, case: &Value, diff: &mut MaxDiff) -> Trace {
         },
     };
     let t = trace(model, &request).unwrap_or_else(|e| panic!("{name}: {e}"));
+    check_trace(model, case, &t, diff);
+    t
+}
+
+/// A trace in `expected.json`'s form, named `name` (to compare another
+/// trace of the same request with it through [`check_trace`]).
+pub fn as_expected(name: &str, t: &Trace) -> Value {
+    let mut v = serde_json::to_value(t).unwrap();
+    v["name"] = name.into();
+    v["prompt"] = t.prompt.clone().into();
+    v
+}
+
+/// Checks trace `t` against `case` (the reference's expected outputs, or
+/// [`as_expected`] of another trace) with the tolerances above. `model`
+/// ran `t`; its own pass-1 logits find near-ties.
+pub fn check_trace(model: &TahModel, case: &Value, t: &Trace, diff: &mut MaxDiff) {
+    let name = case["name"].as_str().unwrap();
+    let prefill = &case["prefill"];
+    let decode = &case["decode"];
     let all_ids: Vec<u32> = t
         .input_ids
         .iter()
@@ -248,7 +268,6 @@ pub fn check_case(model: &TahModel, case: &Value, diff: &mut MaxDiff) -> Trace {
             diff,
         );
     }
-    t
 }
 
 /// How often a second model (quantized weights, a smaller KV cache, ...)
@@ -309,14 +328,14 @@ impl Agreement {
     }
 
     /// Fails unless top-1 and decisions agree at these percentages or more.
-    pub fn assert_at_least(&self, top1_pct: usize, decisions_pct: usize) {
+    pub fn assert_at_least(&self, top1_pct: f64, decisions_pct: f64) {
         let (t, d) = (self.top1, self.decisions);
         assert!(
-            t.0 * 100 >= t.1 * top1_pct,
+            t.0 as f64 * 100.0 >= t.1 as f64 * top1_pct,
             "top-1 agreement below {top1_pct}%: {t:?}"
         );
         assert!(
-            d.0 * 100 >= d.1 * decisions_pct,
+            d.0 as f64 * 100.0 >= d.1 as f64 * decisions_pct,
             "decision agreement below {decisions_pct}%: {d:?}"
         );
     }

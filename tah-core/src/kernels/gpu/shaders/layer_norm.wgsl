@@ -1,0 +1,61 @@
+// LayerNorm of rows (the decider's): y = (x - mean) / sqrt(var + eps) * w + b,
+// `wb` holding w then b. One workgroup per row.
+
+struct Params {
+    rows: u32,
+    width: u32,
+    x_offset: u32,
+    x_stride: u32,
+    y_offset: u32,
+    y_stride: u32,
+    eps: f32,
+}
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> wb: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+
+var<workgroup> partial: array<f32, 64>;
+
+fn reduce_sum(t: u32, value: f32) -> f32 {
+    partial[t] = value;
+    workgroupBarrier();
+    for (var stride = 32u; stride > 0u; stride /= 2u) {
+        if (t < stride) {
+            partial[t] += partial[t + stride];
+        }
+        workgroupBarrier();
+    }
+    let total = partial[0];
+    workgroupBarrier();
+    return total;
+}
+
+@compute @workgroup_size(64)
+fn main(
+    @builtin(workgroup_id) group_id: vec3<u32>,
+    @builtin(num_workgroups) group_count: vec3<u32>,
+    @builtin(local_invocation_index) t: u32,
+) {
+    let row = flat_workgroup(group_id, group_count);
+    if (row >= p.rows) {
+        return;
+    }
+    let src = p.x_offset + row * p.x_stride;
+    var sum = 0.0;
+    for (var c = t; c < p.width; c += 64u) {
+        sum += x[src + c];
+    }
+    let mean = reduce_sum(t, sum) / f32(p.width);
+    var squares = 0.0;
+    for (var c = t; c < p.width; c += 64u) {
+        let d = x[src + c] - mean;
+        squares += d * d;
+    }
+    let inv_std = 1.0 / sqrt(reduce_sum(t, squares) / f32(p.width) + p.eps);
+    let dst = p.y_offset + row * p.y_stride;
+    for (var c = t; c < p.width; c += 64u) {
+        y[dst + c] = (x[src + c] - mean) * inv_std * wb[c] + wb[p.width + c];
+    }
+}
