@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Builds libtah_ffi.so (release) for the Android ABIs the AAR ships,
-# arm64-v8a and x86_64, with cargo-ndk, into tah/src/main/jniLibs/<abi>/.
+# arm64-v8a and x86_64, with cargo-ndk, into tah/src/main/jniLibs/<abi>/,
+# with the GPU path (tah-ffi's `gpu` feature: WGSL kernels on Vulkan, chosen
+# per model with ModelOptions.device; `--cpu-only` leaves it out).
 #
 # Needs: rustup targets aarch64-linux-android and x86_64-linux-android,
 # cargo-ndk (`cargo install cargo-ndk`), and an NDK (ANDROID_NDK_HOME, or
@@ -30,7 +32,14 @@ export CARGO_PROFILE_RELEASE_STRIP=symbols
 # this by default, older NDKs do not).
 export RUSTFLAGS="${RUSTFLAGS:-} -C link-arg=-Wl,-z,max-page-size=16384"
 
+features=(--features gpu)
+case "${1:-}" in
+    "") ;;
+    --cpu-only) features=() ;;
+    *) echo "usage: $0 [--cpu-only]" >&2; exit 2 ;;
+esac
+
 cargo ndk -t arm64-v8a -t x86_64 -P "$min_sdk" -o "$android/tah/src/main/jniLibs" \
-    build --release -p tah-ffi
+    build --release -p tah-ffi ${features[@]+"${features[@]}"}
 
 ls -l "$android"/tah/src/main/jniLibs/*/libtah_ffi.so

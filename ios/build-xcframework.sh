@@ -4,10 +4,10 @@
 # (aarch64-apple-ios-sim), each with the generated C header and module map,
 # for ios/Package.swift.
 #
-#   ios/build-xcframework.sh           CPU build (the tested configuration)
-#   ios/build-xcframework.sh --metal   also compiles candle's Metal backend in
-#                                      (tah-ffi's `metal` feature; the model
-#                                      still runs on the CPU, see README.md)
+#   ios/build-xcframework.sh           with the GPU path (tah-ffi's `gpu`
+#                                      feature: WGSL kernels on Metal, chosen
+#                                      per model with ModelOptions.device)
+#   ios/build-xcframework.sh --cpu-only  without it (a smaller library)
 #
 # Needs macOS with Xcode (xcodebuild) and the two rustup targets (added here
 # when missing). The Swift bindings in bindings/swift are generated from the
@@ -18,11 +18,11 @@ cd "$(dirname "$0")"
 ios=$PWD
 cd ..
 
-features=()
+features=(--features gpu)
 case "${1:-}" in
     "") ;;
-    --metal) features=(--features metal) ;;
-    *) echo "usage: $0 [--metal]" >&2; exit 2 ;;
+    --cpu-only) features=() ;;
+    *) echo "usage: $0 [--cpu-only]" >&2; exit 2 ;;
 esac
 
 command -v xcodebuild >/dev/null || { echo "xcodebuild not found: this needs macOS with Xcode" >&2; exit 1; }

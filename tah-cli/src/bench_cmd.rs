@@ -61,6 +61,8 @@ pub struct BenchArgs {
 /// One result row (the JSON schema of `--json`).
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct Row {
+    /// Where the model ran (`cpu`, `gpu: <adapter> (<backend>)`).
+    pub device: String,
     pub mode: String,
     pub test: String,
     pub threads: usize,
@@ -178,6 +180,7 @@ fn child_args(args: &BenchArgs, mode: IterationMode) -> Vec<String> {
 
 fn print_row(row: &Row, header: bool) {
     if header {
+        println!("device: {}", row.device);
         println!(
             "| {:8} | {:6} | {:>3} | {:>22} | {:>8} | {:>9} | {:>8} | {:>8} |",
             "mode", "test", "thr", "tok/s (min-max)", "passes", "peak MiB", "load ms", "ttft ms"
@@ -229,13 +232,27 @@ fn run_mode(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
         let samples = measure(args.reps, || {
             prefill(&model, &prompt_ids(n, vocab), policy, args.chunk)
         })?;
-        rows.push(row(mode, format!("pp{n}"), threads, &samples, load_ms));
+        rows.push(row(
+            &model,
+            mode,
+            format!("pp{n}"),
+            threads,
+            &samples,
+            load_ms,
+        ));
     }
     for &n in &args.gen_lengths {
         let samples = measure(args.reps, || {
             decode(&model, &prompt_ids(16, vocab), n, policy)
         })?;
-        rows.push(row(mode, format!("tg{n}"), threads, &samples, load_ms));
+        rows.push(row(
+            &model,
+            mode,
+            format!("tg{n}"),
+            threads,
+            &samples,
+            load_ms,
+        ));
     }
     Ok(rows)
 }
@@ -331,7 +348,14 @@ fn decode(
     })
 }
 
-fn row(mode: IterationMode, test: String, threads: usize, samples: &[Sample], load_ms: f64) -> Row {
+fn row(
+    model: &TahModel,
+    mode: IterationMode,
+    test: String,
+    threads: usize,
+    samples: &[Sample],
+    load_ms: f64,
+) -> Row {
     let mut speeds: Vec<f64> = samples
         .iter()
         .map(|s| s.tokens as f64 / s.seconds.max(1e-9))
@@ -343,6 +367,7 @@ fn row(mode: IterationMode, test: String, threads: usize, samples: &[Sample], lo
         .iter()
         .fold((0, 0), |(t, p), s| (t + s.tokens, p + s.passes));
     Row {
+        device: model.device_name(),
         mode: format!("{mode:?}").to_lowercase(),
         test,
         threads,

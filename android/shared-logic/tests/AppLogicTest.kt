@@ -18,6 +18,7 @@ import ai.tah.app.EntryStatus
 import ai.tah.app.ModelState
 import ai.tah.app.ProcessMemory
 import ai.tah.sdk.ChatMessage
+import ai.tah.sdk.Device
 import ai.tah.sdk.GenerationUpdate
 import ai.tah.sdk.IterationMode
 import ai.tah.sdk.ModelOptions
@@ -87,7 +88,7 @@ fun main(args: Array<String>) {
         TestApp(tokenizer, modelDir).use { t ->
             val ready = t.app.models.state.value as ModelState.Ready
             check(ready.contextLength > 0 && ready.loadWallMs > 0) { "$ready" }
-            check(ready.backends.modelDevice == "cpu") { "${ready.backends}" }
+            check(ready.requestedDevice == Device.CPU && ready.deviceName == "cpu" && ready.deviceNotice == null) { "$ready" }
             runBlocking { t.app.loadModel("$modelDir/does-not-exist").join() }
             val failed = t.app.models.state.value
             check(failed is ModelState.Failed && "does-not-exist" in failed.message) { "$failed" }
@@ -197,6 +198,26 @@ fun main(args: Array<String>) {
         }
     }
 
+    run.test("device switch: the model reloads on the GPU (where the library or the phone has none, on the CPU with the reason), answers alike, and back") {
+        TestApp(tokenizer, modelDir).use { t ->
+            runBlocking { t.app.switchDevice(Device.GPU)!!.join() }
+            val gpu = t.app.models.state.value as ModelState.Ready
+            check(t.app.device == Device.GPU && gpu.requestedDevice == Device.GPU) { "$gpu" }
+            if (gpu.backends.gpuCompiled && gpu.backends.gpuAdapter != null) {
+                check(gpu.deviceName.startsWith("gpu: ") && gpu.deviceNotice == null) { "$gpu" }
+            } else {
+                check(gpu.deviceName == "cpu" && gpu.deviceNotice!!.contains("GPU")) { "$gpu" }
+            }
+            t.app.chat.updateSettings { fixtureSettings }
+            val answer = t.ask(tah.text).status.finished
+            check(answer.result.tokenIds == tah.tokens) { "tokens ${answer.result.tokenIds} != ${tah.tokens}" }
+            check(answer.report.device == gpu.deviceName && answer.report.deviceNotice == gpu.deviceNotice) { "${answer.report}" }
+            runBlocking { t.app.switchDevice(Device.CPU)!!.join() }
+            val cpu = t.app.models.state.value as ModelState.Ready
+            check(cpu.deviceName == "cpu" && cpu.deviceNotice == null) { "$cpu" }
+        }
+    }
+
     run.test("the benchmark runs the prompt set; its CSV holds the measured rows") {
         TahModel.load(modelDir, ModelOptions(threads = 2u, tokenizerPath = tokenizer)).use { model ->
             val prompts = BENCHMARK_PROMPTS.filter { it.id == "muffins" || it.id == "discount" }
@@ -215,6 +236,7 @@ fun main(args: Array<String>) {
             for ((row, line) in rows.zip(csv.drop(1))) {
                 val field = BenchmarkCsv.HEADER.zip(line).toMap()
                 check(field["device"] == "JVM, \"test\"" && field["prompt"] == row.prompt.text) { "text fields: $line" }
+                check(field["compute"] == "cpu") { "$line" }
                 check(field["mode"] == row.mode.name.lowercase() && field["stop_reason"] == "max_tokens") { "$line" }
                 check(field["decode_tokens"] == "4" && field["prefill_tokens"] == row.report.prefillTokens.toString()) { "$line" }
                 check(Math.abs(field.getValue("decode_tok_per_s").toDouble() - row.report.decodeTokensPerSecond) < 0.001) { "$line" }

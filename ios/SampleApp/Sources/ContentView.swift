@@ -1,5 +1,6 @@
 import SwiftUI
 import TahAppCore
+import TahSDK
 import UniformTypeIdentifiers
 
 struct ContentView: View {
@@ -7,12 +8,22 @@ struct ContentView: View {
     @State private var picking = false
     @State private var importing: String?
     @State private var importError: String?
+    /// The settings' switch: switching reloads the model on the other device.
+    @State private var device = Device.cpu
 
     var body: some View {
         VStack(spacing: 0) {
             HStack {
                 Text(status).font(.caption).lineLimit(2)
                 Spacer()
+                Picker("Device", selection: $device) {
+                    Text("CPU").tag(Device.cpu)
+                    Text("GPU").tag(Device.gpu)
+                }
+                .pickerStyle(.segmented)
+                .fixedSize()
+                .disabled(importing != nil || isLoading)
+                .onChange(of: device) { Task { await app.switchDevice(device) } }
                 Button("Open model") { picking = true }
                     .disabled(importing != nil || isLoading)
             }
@@ -45,8 +56,8 @@ struct ContentView: View {
         case .loading(let path): return "Loading \(URL(fileURLWithPath: path).lastPathComponent)…"
         case .ready(let m):
             return "\(URL(fileURLWithPath: m.path).lastPathComponent) · \(m.contextLength) ctx · "
-                + "load \(Int(m.loadWallMs)) ms · \(m.backends.modelDevice)"
-                + (m.backends.metalDeviceAvailable ? " (Metal device found, unused)" : "")
+                + "load \(Int(m.loadWallMs)) ms · \(m.deviceName)"
+                + (m.deviceNotice.map { " (\($0))" } ?? "")
         case .failed(_, let message): return message
         }
     }

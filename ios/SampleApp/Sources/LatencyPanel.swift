@@ -19,6 +19,7 @@ struct LatencyPanel: View {
         let r = report
         let cached = r.reusedPrefixTokens > 0 ? " (+\(r.reusedPrefixTokens) cached)" : ""
         return [
+            "device \(r.device)" + (r.deviceNotice.map { " (\($0))" } ?? ""),
             "load \(ms(r.loadMs)) · TTFT \(ms(r.timeToFirstTokenMs)) (app \(r.firstTokenWallMs.map(ms) ?? "–"))",
             String(format: "prefill %ld tok @ %.1f tok/s", r.prefillTokens, r.prefillTokensPerSecond) + cached
                 + String(format: " · decode %ld tok @ %.1f tok/s", r.decodeTokens, r.decodeTokensPerSecond),

@@ -7,6 +7,8 @@ public final class AppController {
     public let models: ModelHolder
     public let chat: ChatController
     public let benchmark: BenchmarkController
+    /// Where models load: the settings' CPU / GPU switch.
+    public private(set) var device = Device.cpu
 
     /// - Parameters:
     ///   - chatConfig: the chat's sampling settings (Qwen3's thinking defaults).
@@ -17,13 +19,22 @@ public final class AppController {
         benchmark = BenchmarkController(models: models)
     }
 
-    /// Replaces the model: the chat lets go of its session and the benchmark
-    /// stops before the old model is released. The conversation stays and
-    /// continues on the new model.
-    public func loadModel(path: String, tokenizerPath: String? = nil) async {
+    /// Replaces the model (loaded on `device`, default: the switch's): the
+    /// chat lets go of its session and the benchmark stops before the old
+    /// model is released. The conversation stays and continues on the new model.
+    public func loadModel(path: String, tokenizerPath: String? = nil, device: Device? = nil) async {
+        if let device { self.device = device }
         chat.detach()
         await benchmark.cancelAndWait()
-        await models.load(path: path, tokenizerPath: tokenizerPath)
+        await models.load(path: path, tokenizerPath: tokenizerPath, device: self.device)
+    }
+
+    /// The settings' switch: models load on `device` from now on, and the
+    /// loaded model (if any) reloads there; the conversation stays.
+    public func switchDevice(_ device: Device) async {
+        self.device = device
+        guard case .ready(let loaded) = models.state else { return }
+        await loadModel(path: loaded.path, tokenizerPath: loaded.tokenizerPath)
     }
 
     /// Starts the benchmark, stopping the chat's answer (they would slow each other down).

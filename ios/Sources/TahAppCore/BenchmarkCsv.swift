@@ -3,13 +3,14 @@ import Foundation
 /// The benchmark's rows as CSV (RFC 4180), one line per measured run.
 public enum BenchmarkCsv {
     public static let header = [
-        "device", "model", "prompt_id", "prompt", "mode", "threshold", "thinking", "repetition", "stop_reason",
+        "device", "compute", "model", "prompt_id", "prompt", "mode", "threshold", "thinking", "repetition", "stop_reason",
         "load_ms", "ttft_ms", "first_token_wall_ms", "total_wall_ms",
         "prefill_tokens", "prefill_tok_per_s", "decode_tokens", "decode_tok_per_s",
         "passes_per_token", "hard_token_pct", "generated_hard_tokens", "peak_kv_bytes", "rss_bytes", "peak_rss_bytes",
     ]
 
-    /// `rows` measured with `model` (a file name) on `device` (e.g. the phone's model name).
+    /// `rows` measured with `model` (a file name) on `device` (e.g. the
+    /// phone's model name); `compute` is where the engine ran (`cpu`, `gpu: ...`).
     public static func render(_ rows: [BenchmarkRow], device: String, model: String) -> String {
         var lines = [header.joined(separator: ",")]
         for row in rows {
@@ -19,7 +20,7 @@ public enum BenchmarkCsv {
             let resident = r.memory.map { String($0.residentBytes) } ?? ""
             let peakResident = r.memory?.peakResidentBytes.map { String($0) } ?? ""
             let fields: [String] = [
-                device, model, row.prompt.id, row.prompt.text, "\(row.mode)",
+                device, row.report.device, model, row.prompt.id, row.prompt.text, "\(row.mode)",
                 threshold, String(row.thinking), String(row.repetition), snakeCase("\(r.stopReason)"),
                 number(r.loadMs), number(r.timeToFirstTokenMs), firstTokenWall, number(r.totalWallMs),
                 String(r.prefillTokens), number(r.prefillTokensPerSecond),

@@ -4,6 +4,10 @@ import TahSDK
 /// One generation's latency figures: the engine's own measurements (its
 /// `Stats`) and what the app measured around them.
 public struct LatencyReport: Equatable, Sendable {
+    /// Where the model ran: `cpu`, or `gpu: <adapter> (<backend>)`.
+    public let device: String
+    /// Why it ran on the CPU although the GPU was asked for (nil: it ran where asked).
+    public let deviceNotice: String?
     /// How long the engine took to load the model.
     public let loadMs: Double
     /// Engine: from the start of the generation to its first token (template,
@@ -53,6 +57,8 @@ public struct LatencyProfiler {
         // A last event may carry held-back text with the EOS token, which is not part of the output.
         let generated = depths.prefix(result.tokenIds.count)
         return LatencyReport(
+            device: stats.device,
+            deviceNotice: stats.deviceNotice,
             loadMs: stats.loadMs,
             timeToFirstTokenMs: stats.timeToFirstTokenMs,
             firstTokenWallMs: firstTokenAt.map { Double($0 - startedAt) / 1e6 },

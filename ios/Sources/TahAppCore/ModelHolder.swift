@@ -6,10 +6,18 @@ import TahSDK
 public struct LoadedModel: Sendable {
     public let model: TahModel
     public let path: String
+    /// The tokenizer the model was loaded with (nil: its own).
+    public let tokenizerPath: String?
     /// Wall time of `TahModel.load` as the app saw it.
     public let loadWallMs: Double
     public let contextLength: Int
     public let backends: ComputeBackends
+    /// The device the app asked for.
+    public let requestedDevice: Device
+    /// Where the model runs: `cpu`, or `gpu: <adapter> (<backend>)`.
+    public let deviceName: String
+    /// Why the model runs on the CPU although the GPU was asked for (nil: it runs where asked).
+    public let deviceNotice: String?
 }
 
 /// The model the app works with.
@@ -39,22 +47,26 @@ public final class ModelHolder {
         return nil
     }
 
-    /// Loads the model at `path` (a `.gguf` file or a checkpoint directory),
-    /// releasing the current one first. Does nothing while another load runs.
-    /// Sessions of the old model must be released by their owners (their
-    /// engine keeps the weights alive until then).
-    public func load(path: String, tokenizerPath: String? = nil) async {
+    /// Loads the model at `path` (a `.gguf` file or a checkpoint directory) on
+    /// `device`, releasing the current one first. Does nothing while another
+    /// load runs. A GPU that cannot run the model gives a CPU model and a
+    /// `deviceNotice`, never a failed load. Sessions of the old model must be
+    /// released by their owners (their engine keeps the weights alive until then).
+    public func load(path: String, tokenizerPath: String? = nil, device: Device = .cpu) async {
         if case .loading = state { return }
         state = .loading(path: path)
-        let options = ModelOptions(threads: threads, tokenizerPath: tokenizerPath)
+        let options = ModelOptions(
+            threads: threads, tokenizerPath: tokenizerPath, device: device, gpuFallback: true)
         state = await Task.detached(priority: .userInitiated) { () -> ModelState in
             let started = DispatchTime.now().uptimeNanoseconds
             do {
                 let model = try TahModel.load(path: path, options: options)
                 return .ready(LoadedModel(
-                    model: model, path: path,
+                    model: model, path: path, tokenizerPath: tokenizerPath,
                     loadWallMs: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6,
-                    contextLength: Int(model.contextLength()), backends: computeBackends()))
+                    contextLength: Int(model.contextLength()), backends: computeBackends(),
+                    requestedDevice: device, deviceName: model.deviceName(),
+                    deviceNotice: model.deviceNotice()))
             } catch {
                 return .failed(path: path, message: describe(error))
             }

@@ -85,7 +85,8 @@ await run.test("loading: ready with the engine's figures; a bad path fails with 
     let app = try await makeApp()
     guard case .ready(let loaded) = app.models.state else { throw Failure(description: "not ready") }
     try check(loaded.contextLength > 0 && loaded.loadWallMs > 0, "\(loaded)")
-    try check(loaded.backends.modelDevice == "cpu", "\(loaded.backends)")
+    try check(
+        loaded.requestedDevice == .cpu && loaded.deviceName == "cpu" && loaded.deviceNotice == nil, "\(loaded)")
     await app.loadModel(path: modelDir + "/does-not-exist")
     guard case .failed(_, let message) = app.models.state, message.contains("does-not-exist") else {
         throw Failure(description: "\(app.models.state)")
@@ -198,6 +199,25 @@ await run.test("replacing the model interrupts the answer; the conversation cont
     try check(nextReport.reusedPrefixTokens == 0 && next.stopReason == .maxTokens, "\(nextReport)")
 }
 
+await run.test("device switch: the model reloads on the GPU (where the library or the phone has none, on the CPU with the reason), answers alike, and back") {
+    let app = try await makeApp()
+    await app.switchDevice(.gpu)
+    guard case .ready(let gpu) = app.models.state else { throw Failure(description: "\(app.models.state)") }
+    try check(app.device == .gpu && gpu.requestedDevice == .gpu, "\(gpu)")
+    if gpu.backends.gpuCompiled && gpu.backends.gpuAdapter != nil {
+        try check(gpu.deviceName.hasPrefix("gpu: ") && gpu.deviceNotice == nil, "\(gpu)")
+    } else {
+        try check(gpu.deviceName == "cpu" && (gpu.deviceNotice ?? "").contains("GPU"), "\(gpu)")
+    }
+    app.chat.settings = fixtureSettings
+    let (result, report) = try finished(try await ask(app.chat, tah.text))
+    try check(result.tokenIds == tah.tokens, "tokens \(result.tokenIds) != \(tah.tokens)")
+    try check(report.device == gpu.deviceName && report.deviceNotice == gpu.deviceNotice, "\(report)")
+    await app.switchDevice(.cpu)
+    guard case .ready(let cpu) = app.models.state else { throw Failure(description: "\(app.models.state)") }
+    try check(cpu.deviceName == "cpu" && cpu.deviceNotice == nil, "\(cpu)")
+}
+
 await run.test("the benchmark runs the prompt set; its CSV holds the measured rows") {
     let prompts = benchmarkPrompts.filter { $0.id == "muffins" || $0.id == "discount" }
     let plan = BenchmarkPlan(prompts: prompts, modes: [.decider, .always], maxNewTokens: 4, warmupRuns: 0)
@@ -215,6 +235,7 @@ await run.test("the benchmark runs the prompt set; its CSV holds the measured ro
     for (row, line) in zip(rows, csv.dropFirst()) {
         let field = Dictionary(uniqueKeysWithValues: zip(BenchmarkCsv.header, line))
         try check(field["device"] == "Linux, \"test\"" && field["prompt"] == row.prompt.text, "text fields: \(line)")
+        try check(field["compute"] == "cpu", "\(line)")
         try check(field["mode"] == "\(row.mode)" && field["stop_reason"] == "max_tokens", "\(line)")
         try check(field["decode_tokens"] == "4" && field["prefill_tokens"] == "\(row.report.prefillTokens)", "\(line)")
         try check(abs(Double(field["decode_tok_per_s"]!)! - row.report.decodeTokensPerSecond) < 0.001, "\(line)")

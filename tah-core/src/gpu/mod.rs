@@ -135,6 +135,15 @@ impl GpuModel {
             .into());
         }
         let context = GpuContext::open(options)?;
+        let logits_row = 4 * cfg.vocab_size as u64;
+        if logits_row > context.max_binding {
+            return Err(GpuProblem::OverLimits {
+                what: "a row of logits".into(),
+                needed: logits_row,
+                limit: context.max_binding,
+            }
+            .into());
+        }
         // 1. Kernels first: a refused shader fails before any weight moves.
         let mut types = vec![
             WeightType::F32,
@@ -246,9 +255,11 @@ impl GpuModel {
         self.context.device.destroy();
     }
 
-    /// Most tokens one GPU chunk holds (its running logits stay on the GPU).
+    /// Most tokens one GPU chunk holds (its running logits stay on the GPU,
+    /// in one binding).
     pub fn max_chunk_rows(&self) -> usize {
-        (LOGITS_BUDGET / (4 * self.cfg.vocab_size)).clamp(1, MAX_CHUNK_ROWS)
+        let budget = (LOGITS_BUDGET as u64).min(self.context.max_binding) as usize;
+        (budget / (4 * self.cfg.vocab_size)).clamp(1, MAX_CHUNK_ROWS)
     }
 
     /// A fresh KV cache whose vectors live on this model's GPU. Its buffers

@@ -10,6 +10,10 @@ use crate::weights::Matrix;
 
 /// Up to this many input rows use the one-pass product (`matmul_vec`).
 const FEW_ROWS: usize = 8;
+/// A product's workgroups take several tiles each once there are this many
+/// (a phone GPU is full long before; fewer, longer workgroups cost less to
+/// launch, which Mesa's software driver feels most).
+const MIN_WORKGROUPS: usize = 256;
 
 struct Band {
     buffer: wgpu::Buffer,
@@ -179,14 +183,16 @@ impl GpuMatrix {
             // Threads per weight row of the few-rows kernel: about one per
             // group of 32 values, up to 16.
             let lanes = self.cols.div_ceil(32).next_power_of_two().min(16);
-            let workgroups = if few {
-                grid(band.rows.div_ceil(64 / lanes))
+            let (tiles, rows_of_tiles) = if few {
+                (band.rows.div_ceil(64 / lanes), 1)
             } else {
-                [
-                    band.rows.div_ceil(64) as u32,
-                    x.count.div_ceil(64) as u32,
-                    1,
-                ]
+                (band.rows.div_ceil(64), x.count.div_ceil(64))
+            };
+            let repeat = (tiles * rows_of_tiles / MIN_WORKGROUPS).clamp(1, tiles);
+            let workgroups = if few {
+                grid(tiles.div_ceil(repeat))
+            } else {
+                [tiles.div_ceil(repeat) as u32, rows_of_tiles as u32, 1]
             };
             rec.dispatch(
                 kernel,
@@ -204,6 +210,7 @@ impl GpuMatrix {
                     scale,
                     y.map.is_some(),
                     lanes,
+                    repeat,
                 ],
                 &[&band.buffer, x.buffer, y.buffer, y.map.unwrap_or(no_map)],
                 workgroups,

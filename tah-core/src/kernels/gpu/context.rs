@@ -148,8 +148,11 @@ impl GpuContext {
     }
 
     /// The first fault wgpu reported since the device opened (they are
-    /// sticky: a device that failed once is not trusted again).
+    /// sticky: a device that failed once is not trusted again). A lost
+    /// device comes first: the errors it causes are its symptoms.
     pub fn check(&self) -> Result<()> {
+        // Runs pending callbacks, the device-lost one included, without waiting.
+        let _ = self.device.poll(wgpu::PollType::Poll);
         let faults = self.faults.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(reason) = &faults.lost {
             return Err(GpuProblem::DeviceLost(reason.clone()).into());

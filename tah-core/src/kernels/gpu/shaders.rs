@@ -78,6 +78,7 @@ impl WeightType {
         }
     }
 
+    /// `weight_value` for this type.
     fn source(self) -> &'static str {
         match self {
             WeightType::F32 => shader!("weight_f32"),
@@ -88,6 +89,20 @@ impl WeightType {
             WeightType::Q5_0 => shader!("weight_q5_0"),
             WeightType::Q4K => shader!("weight_q4_k"),
             WeightType::Q6K => shader!("weight_q6_k"),
+        }
+    }
+
+    /// `weight_dot` for this type (needs the kernel's `x`).
+    fn dot_source(self) -> &'static str {
+        match self {
+            WeightType::F32 => shader!("dot_f32"),
+            WeightType::F16 => shader!("dot_f16"),
+            WeightType::Bf16 => shader!("dot_bf16"),
+            WeightType::Q8_0 => shader!("dot_q8_0"),
+            WeightType::Q4_0 => shader!("dot_q4_0"),
+            WeightType::Q5_0 => shader!("dot_q5_0"),
+            WeightType::Q4K => shader!("dot_q4_k"),
+            WeightType::Q6K => shader!("dot_q6_k"),
         }
     }
 }
@@ -233,7 +248,9 @@ impl Kernel {
             Kernel::Penalize => vec![shader!("penalize")],
             Kernel::KvAppend(p) => vec![kv_sources(p).1, shader!("kv_append")],
             Kernel::Attend(p) => vec![kv_sources(p).0, shader!("attend")],
-            Kernel::MatmulVec(w) => vec![WEIGHTS, w.source(), shader!("matmul_vec")],
+            Kernel::MatmulVec(w) => {
+                vec![WEIGHTS, w.source(), w.dot_source(), shader!("matmul_vec")]
+            }
             Kernel::MatmulTiled(w) => vec![WEIGHTS, w.source(), shader!("matmul_tiled")],
             Kernel::EmbedRows(w) => vec![WEIGHTS, w.source(), shader!("embed_rows")],
             Kernel::SoftEmbed(w) => vec![WEIGHTS, w.source(), shader!("soft_embed")],

@@ -1,7 +1,8 @@
 // y = scale * x W^T (+ y) for many input rows (prefill): 64 x 64 output
-// tiles, 16 values of k at a time through workgroup memory (8.7 KiB); each
-// thread computes a 4 x 4 block strided by 16, so neighbours write
-// neighbouring columns. Weights are dequantized as they are loaded.
+// tiles (`repeat` of them side by side per workgroup), 16 values of k at a
+// time through workgroup memory (8.7 KiB); each thread computes a 4 x 4
+// block strided by 16, so neighbours write neighbouring columns. Weights
+// are dequantized as they are loaded.
 
 struct Params {
     m: u32,
@@ -18,6 +19,7 @@ struct Params {
     use_rows: u32,
     // (the few-rows kernel's; unused here)
     lanes: u32,
+    repeat: u32,
 }
 
 @group(0) @binding(0) var<uniform> p: Params;
@@ -40,62 +42,64 @@ fn main(
     @builtin(local_invocation_index) t: u32,
 ) {
     let row0 = group_id.y * TILE;
-    let col0 = group_id.x * TILE;
-    // Loading: thread t fills 4 consecutive k of tile row t / 4.
-    let load_row = t / 4u;
-    let load_k = 4u * (t % 4u);
-    var acc: array<array<f32, 4>, 4>;
-    let steps = (p.k + DEPTH - 1u) / DEPTH;
-    for (var step = 0u; step < steps; step++) {
-        let k0 = step * DEPTH + load_k;
-        let x_row = row0 + load_row;
-        let w_row = col0 + load_row;
+    for (var tile = 0u; tile < p.repeat; tile++) {
+        let col0 = (group_id.x * p.repeat + tile) * TILE;
+        // Loading: thread t fills 4 consecutive k of tile row t / 4.
+        let load_row = t / 4u;
+        let load_k = 4u * (t % 4u);
+        // acc[i][j]: rows local.y + 16 i, columns local.x + 16 j.
+        var acc: array<vec4<f32>, 4>;
+        let steps = (p.k + DEPTH - 1u) / DEPTH;
+        for (var step = 0u; step < steps; step++) {
+            let k0 = step * DEPTH + load_k;
+            let x_row = row0 + load_row;
+            let w_row = col0 + load_row;
+            for (var i = 0u; i < 4u; i++) {
+                let kk = k0 + i;
+                var xv = 0.0;
+                var wv = 0.0;
+                if (kk < p.k) {
+                    if (x_row < p.m) {
+                        xv = x[p.x_offset + x_row * p.x_stride + kk];
+                    }
+                    if (w_row < p.n) {
+                        wv = weight_value(w_row * p.row_bytes, kk);
+                    }
+                }
+                x_tile[load_row][load_k + i] = xv;
+                w_tile[load_row][load_k + i] = wv;
+            }
+            workgroupBarrier();
+            for (var kk = 0u; kk < DEPTH; kk++) {
+                let b = vec4<f32>(
+                    w_tile[local.x][kk],
+                    w_tile[local.x + 16u][kk],
+                    w_tile[local.x + 32u][kk],
+                    w_tile[local.x + 48u][kk],
+                );
+                acc[0] += x_tile[local.y][kk] * b;
+                acc[1] += x_tile[local.y + 16u][kk] * b;
+                acc[2] += x_tile[local.y + 32u][kk] * b;
+                acc[3] += x_tile[local.y + 48u][kk] * b;
+            }
+            workgroupBarrier();
+        }
         for (var i = 0u; i < 4u; i++) {
-            let kk = k0 + i;
-            var xv = 0.0;
-            var wv = 0.0;
-            if (kk < p.k) {
-                if (x_row < p.m) {
-                    xv = x[p.x_offset + x_row * p.x_stride + kk];
-                }
-                if (w_row < p.n) {
-                    wv = weight_value(w_row * p.row_bytes, kk);
-                }
+            let r = row0 + local.y + 16u * i;
+            if (r >= p.m) {
+                continue;
             }
-            x_tile[load_row][load_k + i] = xv;
-            w_tile[load_row][load_k + i] = wv;
-        }
-        workgroupBarrier();
-        for (var kk = 0u; kk < DEPTH; kk++) {
-            var a: array<f32, 4>;
-            var b: array<f32, 4>;
-            for (var i = 0u; i < 4u; i++) {
-                a[i] = x_tile[local.y + 16u * i][kk];
-                b[i] = w_tile[local.x + 16u * i][kk];
-            }
-            for (var i = 0u; i < 4u; i++) {
-                for (var jj = 0u; jj < 4u; jj++) {
-                    acc[i][jj] += a[i] * b[jj];
-                }
-            }
-        }
-        workgroupBarrier();
-    }
-    for (var i = 0u; i < 4u; i++) {
-        let r = row0 + local.y + 16u * i;
-        if (r >= p.m) {
-            continue;
-        }
-        let out_row = select(r, y_rows[r], p.use_rows != 0u);
-        for (var jj = 0u; jj < 4u; jj++) {
-            let c = col0 + local.x + 16u * jj;
-            if (c < p.n) {
-                let at = p.y_offset + out_row * p.y_stride + p.y_col + c;
-                let value = p.scale * acc[i][jj];
-                if (p.accumulate != 0u) {
-                    y[at] += value;
-                } else {
-                    y[at] = value;
+            let out_row = select(r, y_rows[r], p.use_rows != 0u);
+            for (var jj = 0u; jj < 4u; jj++) {
+                let c = col0 + local.x + 16u * jj;
+                if (c < p.n) {
+                    let at = p.y_offset + out_row * p.y_stride + p.y_col + c;
+                    let value = p.scale * acc[i][jj];
+                    if (p.accumulate != 0u) {
+                        y[at] += value;
+                    } else {
+                        y[at] = value;
+                    }
                 }
             }
         }

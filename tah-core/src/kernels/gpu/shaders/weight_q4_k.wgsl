@@ -25,22 +25,3 @@ fn weight_value(row: u32, col: u32) -> f32 {
     let offset = half_to_f32(w_half_bits(block + 2u)) * f32(sm.y);
     return scale * f32(q) - offset;
 }
-
-fn weight_group(row: u32, g: u32, count: u32) -> array<f32, 32> {
-    var out: array<f32, 32>;
-    let block = row + (g >> 3u) * 144u;
-    let group = g & 7u;
-    let sm = q4_k_scale_min(block, group);
-    let scale = half_to_f32(w_half_bits(block)) * f32(sm.x);
-    let offset = half_to_f32(w_half_bits(block + 2u)) * f32(sm.y);
-    let qs = block + 16u + 32u * (group >> 1u);
-    let shift = 4u * (group & 1u);
-    for (var i = 0u; i < 8u; i++) {
-        let word = w_word(qs + 4u * i);
-        for (var j = 0u; j < 4u; j++) {
-            let q = (word >> (8u * j + shift)) & 15u;
-            out[4u * i + j] = scale * f32(q) - offset;
-        }
-    }
-    return out;
-}

@@ -18,19 +18,3 @@ fn weight_value(row: u32, col: u32) -> f32 {
     let byte = w_byte(block + 6u + (c & 15u));
     return half_to_f32(w_half_bits(block)) * q5_0_value(w_word(block + 2u), byte, c);
 }
-
-fn weight_group(row: u32, g: u32, count: u32) -> array<f32, 32> {
-    var out: array<f32, 32>;
-    let block = row + g * 22u;
-    let d = half_to_f32(w_half_bits(block));
-    let qh = w_word(block + 2u);
-    for (var i = 0u; i < 4u; i++) {
-        let word = w_word(block + 6u + 4u * i);
-        for (var j = 0u; j < 4u; j++) {
-            let byte = (word >> (8u * j)) & 0xffu;
-            out[4u * i + j] = d * q5_0_value(qh, byte, 4u * i + j);
-            out[4u * i + j + 16u] = d * q5_0_value(qh, byte, 4u * i + j + 16u);
-        }
-    }
-    return out;
-}

@@ -19,28 +19,3 @@ fn weight_value(row: u32, col: u32) -> f32 {
     let v = col & 255u;
     return q6_k_value(block, v >> 7u, (v >> 5u) & 3u, v & 31u);
 }
-
-fn weight_group(row: u32, g: u32, count: u32) -> array<f32, 32> {
-    var out: array<f32, 32>;
-    let block = row + (g >> 3u) * 210u;
-    let half = (g >> 2u) & 1u;
-    let quarter = g & 3u;
-    let d = half_to_f32(w_half_bits(block + 208u));
-    let ql = block + 64u * half + 32u * (quarter & 1u);
-    let qh = block + 128u + 32u * half;
-    let shift = select(0u, 4u, quarter >= 2u);
-    for (var sixteen = 0u; sixteen < 2u; sixteen++) {
-        let scale = d * f32(extractBits(bitcast<i32>(w_byte(block + 192u + 8u * half + sixteen + 2u * quarter)), 0u, 8u));
-        for (var i = 0u; i < 4u; i++) {
-            let l = 16u * sixteen + 4u * i;
-            let low_word = w_word(ql + l);
-            let high_word = w_word(qh + l);
-            for (var j = 0u; j < 4u; j++) {
-                let low = (low_word >> (8u * j + shift)) & 15u;
-                let high = (high_word >> (8u * j + 2u * quarter)) & 3u;
-                out[l + j] = scale * f32(i32(low | (high << 4u)) - 32);
-            }
-        }
-    }
-    return out;
-}

@@ -1,5 +1,6 @@
 package ai.tah.app
 
+import ai.tah.sdk.Device
 import ai.tah.sdk.GenerationConfig
 import ai.tah.sdk.defaultGenerationConfig
 import kotlinx.coroutines.CoroutineDispatcher
@@ -26,15 +27,33 @@ class AppController(
     val chat = ChatController(scope, models, chatConfig)
     val benchmark = BenchmarkController(scope, models)
 
+    /** Where models load: the settings' CPU / GPU switch. */
+    var device: Device = Device.CPU
+        private set
+
     /**
-     * Replaces the model: the chat lets go of its session and the benchmark
-     * stops before the old model is closed. The conversation stays and
-     * continues on the new model.
+     * Replaces the model (loaded on [device]): the chat lets go of its
+     * session and the benchmark stops before the old model is closed. The
+     * conversation stays and continues on the new model.
      */
-    fun loadModel(path: String, tokenizerPath: String? = null): Job = scope.launch {
-        chat.detach()
-        benchmark.cancelAndJoin()
-        models.load(path, tokenizerPath)
+    fun loadModel(path: String, tokenizerPath: String? = null, device: Device = this.device): Job {
+        this.device = device
+        return scope.launch {
+            chat.detach()
+            benchmark.cancelAndJoin()
+            models.load(path, tokenizerPath, device)
+        }
+    }
+
+    /**
+     * The settings' switch: models load on [device] from now on, and the
+     * loaded model (if any) reloads there; the conversation stays. Null when
+     * no model is loaded.
+     */
+    fun switchDevice(device: Device): Job? {
+        this.device = device
+        val ready = models.state.value as? ModelState.Ready ?: return null
+        return loadModel(ready.path, ready.tokenizerPath, device)
     }
 
     /** Starts the benchmark, stopping the chat's answer (they would slow each other down). */

@@ -9,6 +9,10 @@ import ai.tah.sdk.TokenEvent
  * [ai.tah.sdk.Stats]) and what the app measured around them.
  */
 data class LatencyReport(
+    /** Where the model ran: `cpu`, or `gpu: <adapter> (<backend>)`. */
+    val device: String,
+    /** Why it ran on the CPU although the GPU was asked for (null: it ran where asked). */
+    val deviceNotice: String?,
     /** How long the engine took to load the model. */
     val loadMs: Double,
     /** Engine: from the start of the generation to its first token (template, tokenization, prefill). */
@@ -64,6 +68,8 @@ class LatencyProfiler {
         // A last event may carry held-back text with the EOS token, which is not part of the output.
         val generated = depths.take(result.tokenIds.size)
         return LatencyReport(
+            device = stats.device,
+            deviceNotice = stats.deviceNotice,
             loadMs = stats.loadMs,
             timeToFirstTokenMs = stats.timeToFirstTokenMs,
             firstTokenWallMs = firstTokenAt?.let { (it - startedAt) / 1e6 },

@@ -1,6 +1,7 @@
 package ai.tah.app
 
 import ai.tah.sdk.ComputeBackends
+import ai.tah.sdk.Device
 import ai.tah.sdk.ModelOptions
 import ai.tah.sdk.TahException
 import ai.tah.sdk.TahModel
@@ -24,10 +25,18 @@ sealed interface ModelState {
     data class Ready(
         val model: TahModel,
         val path: String,
+        /** The tokenizer the model was loaded with (null: its own). */
+        val tokenizerPath: String?,
         /** Wall time of [TahModel.load] as the app saw it. */
         val loadWallMs: Double,
         val contextLength: Int,
         val backends: ComputeBackends,
+        /** The device the app asked for. */
+        val requestedDevice: Device,
+        /** Where the model runs: `cpu`, or `gpu: <adapter> (<backend>)`. */
+        val deviceName: String,
+        /** Why the model runs on the CPU although the GPU was asked for (null: it runs where asked). */
+        val deviceNotice: String?,
     ) : ModelState
 
     data class Failed(val path: String, val message: String) : ModelState
@@ -50,12 +59,14 @@ class ModelHolder(
     val model: TahModel? get() = (_state.value as? ModelState.Ready)?.model
 
     /**
-     * Loads the model at [path] (a `.gguf` file or a checkpoint directory),
-     * closing the current one first. Does nothing while another load runs.
-     * Sessions of the old model must be closed by their owners (their engine
-     * keeps the weights alive until then).
+     * Loads the model at [path] (a `.gguf` file or a checkpoint directory) on
+     * [device], closing the current one first. Does nothing while another
+     * load runs. A GPU that cannot run the model gives a CPU model and a
+     * [ModelState.Ready.deviceNotice], never a failed load. Sessions of the
+     * old model must be closed by their owners (their engine keeps the
+     * weights alive until then).
      */
-    suspend fun load(path: String, tokenizerPath: String? = null) {
+    suspend fun load(path: String, tokenizerPath: String? = null, device: Device = Device.CPU) {
         val previous = _state.value
         if (previous is ModelState.Loading || !_state.compareAndSet(previous, ModelState.Loading(path))) return
         (previous as? ModelState.Ready)?.model?.close()
@@ -63,8 +74,12 @@ class ModelHolder(
         val loaded = try {
             // Not cancellable half-way: a model loaded for a cancelled caller is closed below.
             withContext(loadDispatcher + NonCancellable) {
-                val model = TahModel.load(path, ModelOptions(threads = threads, tokenizerPath = tokenizerPath))
-                ModelState.Ready(model, path, (System.nanoTime() - started) / 1e6, model.contextLength().toInt(), computeBackends())
+                val options = ModelOptions(threads = threads, tokenizerPath = tokenizerPath, device = device, gpuFallback = true)
+                val model = TahModel.load(path, options)
+                ModelState.Ready(
+                    model, path, tokenizerPath, (System.nanoTime() - started) / 1e6, model.contextLength().toInt(),
+                    computeBackends(), device, model.deviceName(), model.deviceNotice(),
+                )
             }
         } catch (e: TahException) {
             ModelState.Failed(path, e.describe())

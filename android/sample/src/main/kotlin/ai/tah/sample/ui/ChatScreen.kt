@@ -4,6 +4,8 @@ import ai.tah.app.AppController
 import ai.tah.app.ChatEntry
 import ai.tah.app.ChatSettings
 import ai.tah.app.EntryStatus
+import ai.tah.app.ModelState
+import ai.tah.sdk.Device
 import ai.tah.sdk.IterationMode
 import ai.tah.sdk.Role
 import androidx.compose.foundation.background
@@ -46,12 +48,31 @@ fun ChatScreen(app: AppController) {
         if (state.entries.isNotEmpty()) list.scrollToItem(state.entries.lastIndex)
     }
     Column(Modifier.padding(horizontal = 8.dp)) {
+        DeviceSwitch(app, enabled = !state.generating)
         SettingsPanel(state.settings, enabled = !state.generating) { change -> app.chat.updateSettings(change) }
         state.lastReport?.let { LatencyPanel(it) }
         LazyColumn(Modifier.weight(1f).fillMaxWidth(), state = list) {
             items(state.entries, key = { it.id }) { Message(it) }
         }
         InputRow(generating = state.generating, onSend = app.chat::send, onStop = app.chat::stop, onNew = app.chat::newConversation)
+    }
+}
+
+/** Where the model runs: switching reloads it on the other device (the conversation stays). */
+@Composable
+private fun DeviceSwitch(app: AppController, enabled: Boolean) {
+    val model by app.models.state.collectAsStateWithLifecycle()
+    Row(verticalAlignment = Alignment.CenterVertically, horizontalArrangement = Arrangement.spacedBy(6.dp)) {
+        Text("Device")
+        for (device in Device.entries) {
+            FilterChip(
+                selected = app.device == device,
+                onClick = { app.switchDevice(device) },
+                label = { Text(device.name) },
+                enabled = enabled && model !is ModelState.Loading,
+            )
+        }
+        (model as? ModelState.Ready)?.let { Text(it.deviceName, style = MaterialTheme.typography.bodySmall) }
     }
 }
 

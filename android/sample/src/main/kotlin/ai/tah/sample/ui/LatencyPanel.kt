@@ -21,6 +21,7 @@ fun LatencyPanel(report: LatencyReport) {
 }
 
 fun latencyLines(r: LatencyReport): List<String> = listOf(
+    "device ${r.device}" + (r.deviceNotice?.let { " ($it)" } ?: ""),
     "load ${ms(r.loadMs)} · TTFT ${ms(r.timeToFirstTokenMs)} (app ${r.firstTokenWallMs?.let(::ms) ?: "–"})",
     "prefill ${r.prefillTokens} tok @ ${"%.1f".format(r.prefillTokensPerSecond)} tok/s" +
         (if (r.reusedPrefixTokens > 0) " (+${r.reusedPrefixTokens} cached)" else "") +

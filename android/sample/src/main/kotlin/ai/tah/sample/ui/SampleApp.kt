@@ -62,7 +62,7 @@ private fun ModelBar(viewModel: SampleViewModel) {
                 ModelState.Empty -> "No model: open a .gguf file"
                 is ModelState.Loading -> "Loading ${m.path.substringAfterLast('/')}…"
                 is ModelState.Ready -> "${m.path.substringAfterLast('/')} · ${m.contextLength} ctx · " +
-                    "load ${"%.0f".format(m.loadWallMs)} ms · ${m.backends.modelDevice}"
+                    "load ${"%.0f".format(m.loadWallMs)} ms · ${m.deviceName}" + (m.deviceNotice?.let { " ($it)" } ?: "")
                 is ModelState.Failed -> m.message
             }
         }

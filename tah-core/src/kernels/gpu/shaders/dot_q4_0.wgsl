@@ -1,0 +1,14 @@
+// The dot product of group `g` (32 values) of a Q4_0 row with x[xb..] (see weight_f32.wgsl).
+
+fn weight_dot(row: u32, g: u32, count: u32, xb: u32) -> f32 {
+    let block = row + g * 18u;
+    var sum = 0.0;
+    for (var i = 0u; i < 4u; i++) {
+        let word = w_word(block + 2u + 4u * i);
+        for (var j = 0u; j < 4u; j++) {
+            let byte = (word >> (8u * j)) & 0xffu;
+            sum += (f32(byte & 15u) - 8.0) * x[xb + 4u * i + j] + (f32(byte >> 4u) - 8.0) * x[xb + 4u * i + j + 16u];
+        }
+    }
+    return half_to_f32(w_half_bits(block)) * sum;
+}
