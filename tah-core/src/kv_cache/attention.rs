@@ -11,13 +11,11 @@
 use rayon::prelude::*;
 
 use super::{KvCache, KvShape, VectorStore};
+use crate::kernels::dense::gemm_into;
 
 /// Queries per block: enough rows for the GEMM to pay off, few enough that
 /// the causal rectangle (computed whole, then masked) wastes little.
 const QUERY_BLOCK: usize = 64;
-
-/// A matrix operand: `(data, row stride, column stride)`.
-type Operand<'a> = (&'a [f32], usize, usize);
 
 impl KvCache {
     /// Duo-causal attention of `layer` for queries `q` (`[n][num_heads][head_dim]`,
@@ -191,60 +189,6 @@ struct QueryBlock<'a> {
     first: usize,
     /// Visible prefix per depth of each query of the block.
     prefixes: &'a [Vec<usize>],
-}
-
-/// `dst = [dst +] scale * a b` for `(m, n, k)`: `a` is `m x k`, `b` is `k x n`,
-/// `dst` is row-major with `dst_stride` floats between rows.
-fn gemm_into(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    dst_stride: usize,
-    accumulate: bool,
-    a: Operand,
-    b: Operand,
-    scale: f32,
-) {
-    if m == 0 || n == 0 || k == 0 {
-        if !accumulate {
-            for row in dst.chunks_mut(dst_stride).take(m) {
-                row[..n].fill(0.0);
-            }
-        }
-        return;
-    }
-    // The GEMM reads and writes through raw pointers: every element it may
-    // touch must lie inside the slices.
-    let last = |(data, rs, cs): Operand, rows: usize, cols: usize| {
-        assert!((rows - 1) * rs + (cols - 1) * cs < data.len());
-        data.as_ptr()
-    };
-    let (a_ptr, b_ptr) = (last(a, m, k), last(b, k, n));
-    assert!((m - 1) * dst_stride + n <= dst.len());
-    // SAFETY: the asserts above keep every accessed element in bounds; `dst`
-    // is borrowed mutably, so it does not alias `a` or `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_stride as isize,
-            accumulate,
-            a_ptr,
-            a.2 as isize,
-            a.1 as isize,
-            b_ptr,
-            b.2 as isize,
-            b.1 as isize,
-            1.0,
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
 }
 
 fn softmax_in_place(xs: &mut [f32]) {

@@ -1,4 +1,5 @@
-//! `x @ W^T` for dense f32 weight matrices.
+//! `x @ W^T` for dense f32 weight matrices (the LoRA adapters, the decider
+//! MLP, f32 model files).
 //!
 //! For a handful of rows (decode steps, the few hard tokens of a chunk) a
 //! general GEMM spends most of its time packing the whole weight matrix;
@@ -7,6 +8,7 @@
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
+use super::dot;
 use crate::error::{Error, Result};
 
 /// Up to this many input rows use the dot-product path.
@@ -78,97 +80,111 @@ pub fn dense_matmul_t(x: &Tensor, weight: &Tensor) -> Result<Tensor> {
     let in_memory =
         weight.dtype() == DType::F32 && weight.is_contiguous() && weight.device().is_cpu();
     if rows <= FEW_ROWS && weight_in == in_dim && in_memory {
-        return with_f32_values(weight, |data| {
+        let mut out = vec![0f32; rows * out_dim];
+        with_f32_values(weight, |data| {
             let weight = DenseRows { data, in_dim };
-            with_f32_values(x, |x| few_rows_matmul_t(x, rows, out_dim, &weight))
-        });
+            with_f32_values(x, |x| {
+                few_rows_matmul_t_into(x, rows, out_dim, &weight, &mut out)
+            })
+        })?;
+        return Ok(Tensor::from_vec(out, (rows, out_dim), x.device())?);
     }
     Ok(x.matmul(&weight.t()?)?)
 }
 
 /// `x` (`rows` rows of `in` floats) times the transpose of `weight`
-/// (`out_dim` rows), reading every weight row once.
-pub(crate) fn few_rows_matmul_t(
+/// (`out_dim` rows), reading every weight row once, into `out`
+/// (`[rows, out_dim]`).
+pub(crate) fn few_rows_matmul_t_into(
     x: &[f32],
     rows: usize,
     out_dim: usize,
     weight: &impl WeightRows,
-) -> Result<Tensor> {
+    out: &mut [f32],
+) -> Result<()> {
     let in_dim = x.len() / rows.max(1);
-    // Column-major result: each task owns a block of output columns (all
-    // rows), so tasks never share an output element.
-    let mut by_column = vec![0f32; out_dim * rows];
-    by_column
-        .par_chunks_mut(COLUMNS_PER_TASK * rows)
-        .enumerate()
-        .try_for_each(|(task, block)| -> Result<()> {
+    if out.len() != rows * out_dim || x.len() != rows * in_dim {
+        return Err(Error::InvalidArgument(format!(
+            "matmul: {} inputs and {} outputs for {rows} rows into {out_dim}",
+            x.len(),
+            out.len()
+        )));
+    }
+    // Each task owns a block of output columns (all rows), written in place.
+    let out_columns = OutColumns::new(out);
+    (0..out_dim.div_ceil(COLUMNS_PER_TASK))
+        .into_par_iter()
+        .try_for_each(|task| -> Result<()> {
             let mut scratch = vec![0f32; in_dim];
-            for (c, cell) in block.chunks_mut(rows).enumerate() {
-                let w_row = weight.row(task * COLUMNS_PER_TASK + c, &mut scratch)?;
-                for (r, value) in cell.iter_mut().enumerate() {
-                    *value = dot(&x[r * in_dim..][..in_dim], w_row);
+            let first = task * COLUMNS_PER_TASK;
+            for c in first..out_dim.min(first + COLUMNS_PER_TASK) {
+                let w_row = weight.row(c, &mut scratch)?;
+                for r in 0..rows {
+                    let value = dot(&x[r * in_dim..][..in_dim], w_row);
+                    // SAFETY: `r * out_dim + c` is inside `out`, and column
+                    // `c` belongs to this task alone.
+                    unsafe { *out_columns.at(r * out_dim + c) = value };
                 }
             }
             Ok(())
-        })?;
-    let out = Tensor::from_vec(by_column, (out_dim, rows), &candle_core::Device::Cpu)?;
-    Ok(if rows == 1 {
-        out.reshape((1, out_dim))?
-    } else {
-        out.t()?.contiguous()?
-    })
-}
-
-/// Dot product, using AVX2 + FMA when the CPU has them (the portable build
-/// targets baseline x86-64; ARM builds get NEON from the target itself).
-pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { dot_avx2(a, b) };
-        }
-    }
-    dot_portable(a, b)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-fn dot_avx2(a: &[f32], b: &[f32]) -> f32 {
-    dot_portable(a, b)
-}
-
-/// Sixteen independent accumulators: the compiler maps them onto SIMD lanes.
-#[inline(always)]
-fn dot_portable(a: &[f32], b: &[f32]) -> f32 {
-    const LANES: usize = 16;
-    let mut acc = [0f32; LANES];
-    let (a_body, b_body) = (a.chunks_exact(LANES), b.chunks_exact(LANES));
-    let tail: f32 = a_body
-        .remainder()
-        .iter()
-        .zip(b_body.remainder())
-        .map(|(x, y)| x * y)
-        .sum();
-    for (ca, cb) in a_body.zip(b_body) {
-        for l in 0..LANES {
-            acc[l] = ca[l].mul_add(cb[l], acc[l]);
-        }
-    }
-    acc.iter().sum::<f32>() + tail
-}
-
-/// Deterministic values in [-0.5, 0.5) for kernel tests (a multiplicative
-/// hash of the index and `seed`).
-#[cfg(test)]
-pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
-    (0..len)
-        .map(|i| {
-            let h = (i as u32 ^ seed).wrapping_mul(2_654_435_761);
-            (h >> 8) as f32 / (1 << 24) as f32 - 0.5
         })
-        .collect()
+}
+
+/// A matrix operand: `(data, row stride, column stride)`.
+pub(crate) type Operand<'a> = (&'a [f32], usize, usize);
+
+/// `dst = [dst +] scale * a b` for `(m, n, k)`: `a` is `m x k`, `b` is `k x n`,
+/// `dst` is row-major with `dst_stride` floats between rows.
+pub(crate) fn gemm_into(
+    (m, n, k): (usize, usize, usize),
+    dst: &mut [f32],
+    dst_stride: usize,
+    accumulate: bool,
+    a: Operand,
+    b: Operand,
+    scale: f32,
+) {
+    if m == 0 || n == 0 || k == 0 {
+        if !accumulate {
+            for row in dst.chunks_mut(dst_stride).take(m) {
+                row[..n].fill(0.0);
+            }
+        }
+        return;
+    }
+    // The GEMM reads and writes through raw pointers: every element it may
+    // touch must lie inside the slices.
+    let last = |(data, rs, cs): Operand, rows: usize, cols: usize| {
+        assert!((rows - 1) * rs + (cols - 1) * cs < data.len());
+        data.as_ptr()
+    };
+    let (a_ptr, b_ptr) = (last(a, m, k), last(b, k, n));
+    assert!((m - 1) * dst_stride + n <= dst.len());
+    // SAFETY: the asserts above keep every accessed element in bounds; `dst`
+    // is borrowed mutably, so it does not alias `a` or `b`.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            dst_stride as isize,
+            accumulate,
+            a_ptr,
+            a.2 as isize,
+            a.1 as isize,
+            b_ptr,
+            b.2 as isize,
+            b.1 as isize,
+            1.0,
+            scale,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
+        )
+    }
 }
 
 #[cfg(test)]
