@@ -8,7 +8,7 @@
 use candle_core::{DType, Tensor};
 use rayon::prelude::*;
 
-use super::dot;
+use super::{dot, dot4};
 use crate::error::{Error, Result};
 
 /// Up to this many input rows use the dot-product path.
@@ -110,24 +110,75 @@ pub(crate) fn few_rows_matmul_t_into(
             out.len()
         )));
     }
-    // Each task owns a block of output columns (all rows), written in place.
+    // Each task owns a block of output columns (all rows), written in place;
+    // weight rows four at a time, so each input value is loaded once per
+    // four of them.
     let out_columns = OutColumns::new(out);
     (0..out_dim.div_ceil(COLUMNS_PER_TASK))
         .into_par_iter()
         .try_for_each(|task| -> Result<()> {
-            let mut scratch = vec![0f32; in_dim];
+            let mut scratch = vec![0f32; 4 * in_dim];
             let first = task * COLUMNS_PER_TASK;
-            for c in first..out_dim.min(first + COLUMNS_PER_TASK) {
-                let w_row = weight.row(c, &mut scratch)?;
-                for r in 0..rows {
-                    let value = dot(&x[r * in_dim..][..in_dim], w_row);
-                    // SAFETY: `r * out_dim + c` is inside `out`, and column
-                    // `c` belongs to this task alone.
-                    unsafe { *out_columns.at(r * out_dim + c) = value };
+            let end = out_dim.min(first + COLUMNS_PER_TASK);
+            let mut c = first;
+            while c < end {
+                let group = (end - c).min(4);
+                let mut parts = scratch.chunks_exact_mut(in_dim);
+                let mut w: [&[f32]; 4] = [&[]; 4];
+                for (j, slot) in w.iter_mut().enumerate().take(group) {
+                    let part = parts.next().unwrap_or_default();
+                    *slot = weight.row(c + j, part)?;
                 }
+                for r in 0..rows {
+                    let x_row = &x[r * in_dim..][..in_dim];
+                    let values = if group == 4 {
+                        dot4(x_row, w)
+                    } else {
+                        std::array::from_fn(|j| if j < group { dot(x_row, w[j]) } else { 0.0 })
+                    };
+                    for (j, value) in values.into_iter().enumerate().take(group) {
+                        // SAFETY: `r * out_dim + c + j` is inside `out`, and
+                        // column `c + j` belongs to this task alone.
+                        unsafe { *out_columns.at(r * out_dim + c + j) = value };
+                    }
+                }
+                c += group;
             }
             Ok(())
         })
+}
+
+/// [`gemm_into`] for one row `a` whose values are contiguous (a decode
+/// step's query, or its attention weights): a dot product per column of `b`
+/// when its columns are contiguous, a scaled sum of `b`'s rows when its rows
+/// are. At these sizes a GEMM's set-up costs more than the products (a
+/// decode step makes 16 such calls per layer).
+fn row_times_matrix(
+    n: usize,
+    k: usize,
+    dst: &mut [f32],
+    accumulate: bool,
+    (a, _, _): Operand,
+    (b, b_rs, b_cs): Operand,
+    scale: f32,
+) {
+    let a = &a[..k];
+    if b_rs == 1 {
+        for (j, d) in dst.iter_mut().enumerate() {
+            let value = scale * dot(a, &b[j * b_cs..][..k]);
+            *d = if accumulate { *d + value } else { value };
+        }
+        return;
+    }
+    if !accumulate {
+        dst.fill(0.0);
+    }
+    for (i, &weight) in a.iter().enumerate() {
+        let weight = scale * weight;
+        for (d, v) in dst.iter_mut().zip(&b[i * b_rs..][..n]) {
+            *d = weight.mul_add(*v, *d);
+        }
+    }
 }
 
 /// A matrix operand: `(data, row stride, column stride)`.
@@ -151,6 +202,9 @@ pub(crate) fn gemm_into(
             }
         }
         return;
+    }
+    if m == 1 && a.2 == 1 && (b.1 == 1 || b.2 == 1) {
+        return row_times_matrix(n, k, &mut dst[..n], accumulate, a, b, scale);
     }
     // The GEMM reads and writes through raw pointers: every element it may
     // touch must lie inside the slices.
@@ -191,6 +245,42 @@ pub(crate) fn gemm_into(
 mod tests {
     use super::*;
     use candle_core::Device;
+
+    /// One row times a matrix read by columns or by rows, with and without
+    /// accumulation, equals the GEMM path (taken for two rows).
+    #[test]
+    fn one_row_products_equal_the_gemm() {
+        let (n, k) = (37, 70);
+        let a = crate::kernels::test_values(2 * k, 1);
+        let b = crate::kernels::test_values(k * n, 2);
+        for (rs, cs) in [(1, k), (n, 1)] {
+            for accumulate in [false, true] {
+                let mut two = vec![0.5f32; 2 * n];
+                gemm_into(
+                    (2, n, k),
+                    &mut two,
+                    n,
+                    accumulate,
+                    (&a, k, 1),
+                    (&b, rs, cs),
+                    0.7,
+                );
+                let mut one = vec![0.5f32; n];
+                gemm_into(
+                    (1, n, k),
+                    &mut one,
+                    n,
+                    accumulate,
+                    (&a, k, 1),
+                    (&b, rs, cs),
+                    0.7,
+                );
+                for (x, y) in one.iter().zip(&two[..n]) {
+                    assert!((x - y).abs() < 1e-5, "strides ({rs}, {cs}): {x} vs {y}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn few_rows_path_equals_gemm() {

@@ -156,6 +156,20 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     portable::dot(a, b)
 }
 
+/// The dot products of `x` with four weight rows as long as it: each value
+/// of `x` is loaded once for the four.
+pub fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
+    #[cfg(target_arch = "x86_64")]
+    if tier() >= Tier::Avx2 {
+        // SAFETY: the tier guarantees AVX2 and FMA.
+        return unsafe { x86_64::dot4(x, w) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    return aarch64::dot4(x, w);
+    #[allow(unreachable_code)]
+    portable::dot4(x, w)
+}
+
 /// Whole blocks of `dtype` in `bytes` dequantized into `out`. Returns false
 /// (writing nothing) when `dtype` has no fast row decoder here or the sizes
 /// disagree.
@@ -254,6 +268,22 @@ mod tests {
     }
 
     /// Head dimensions that take the vector loops and the fallback.
+    #[test]
+    fn dot4_matches_four_dots() {
+        for len in [0, 1, 7, 8, 16, 33, 1000] {
+            let x = test_values(len, 3);
+            let w: Vec<Vec<f32>> = (0..4).map(|r| test_values(len, 10 + r)).collect();
+            let got = dot4(&x, [&w[0], &w[1], &w[2], &w[3]]);
+            for (g, row) in got.iter().zip(&w) {
+                let expect: f64 = x.iter().zip(row).map(|(a, b)| *a as f64 * *b as f64).sum();
+                assert!(
+                    (*g as f64 - expect).abs() < 1e-5,
+                    "len {len}: {g} vs {expect}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn f16_rows_widen_exactly() {
         for head_dim in [16, 8, 5, 4] {

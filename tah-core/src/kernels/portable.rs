@@ -34,6 +34,29 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
+/// [`super::dot4`]: eight lanes per row.
+#[inline(always)]
+pub fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
+    const LANES: usize = 8;
+    let n = x.len();
+    let w = w.map(|row| &row[..n]);
+    let body = n - n % LANES;
+    let mut acc = [[0f32; LANES]; 4];
+    for i in (0..body).step_by(LANES) {
+        let xs = &x[i..i + LANES];
+        for (acc, row) in acc.iter_mut().zip(w) {
+            let ws = &row[i..i + LANES];
+            for l in 0..LANES {
+                acc[l] = xs[l].mul_add(ws[l], acc[l]);
+            }
+        }
+    }
+    std::array::from_fn(|r| {
+        let tail: f32 = (body..n).map(|i| x[i] * w[r][i]).sum();
+        acc[r].iter().sum::<f32>() + tail
+    })
+}
+
 /// [`super::widen_f16_rows`] through `half`'s slice conversion.
 pub fn widen_f16_rows(
     src: &[half::f16],

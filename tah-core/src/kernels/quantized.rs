@@ -57,7 +57,7 @@ enum Prepared {
     #[cfg(target_arch = "x86_64")]
     Q4kInt8(q4k_int8::QuantizedRows),
     #[cfg(target_arch = "aarch64")]
-    Arm(aarch64::Activations),
+    Arm(Box<aarch64::Activations>),
     /// The f32 rows themselves (the portable paths).
     Plain,
 }
@@ -171,7 +171,7 @@ fn prepare(matrix: &QuantMatrix, x: &[f32], m: usize, tier: Tier) -> Prepared {
 #[cfg(target_arch = "aarch64")]
 fn prepare(matrix: &QuantMatrix, x: &[f32], m: usize, tier: Tier) -> Prepared {
     match aarch64::Activations::new(tier, matrix.dtype, x, m, matrix.cols) {
-        Some(a) => Prepared::Arm(a),
+        Some(a) => Prepared::Arm(Box::new(a)),
         None => Prepared::Plain,
     }
 }

@@ -81,26 +81,12 @@ impl MmlaKernel for rows::Q6K {
         for (s, b) in scales.iter_mut().zip(&block[192..208]) {
             *s = *b as i8 as i32;
         }
-        let (low_mask, top_mask, bias) = (vdupq_n_u8(0x0F), vdupq_n_u8(0x30), vdupq_n_s8(32));
+        let bias = vdupq_n_s8(32);
         let p = block.as_ptr();
         for h in 0..2 {
             for v in 0..2 {
                 let (ql, qh) = (p.add(64 * h + 16 * v), p.add(128 + 32 * h + 16 * v));
-                let (ql_a, ql_b, high) = (vld1q_u8(ql), vld1q_u8(ql.add(32)), vld1q_u8(qh));
-                // As in the row kernel: four quarters 32 weights apart.
-                let q = [
-                    vorrq_u8(
-                        vandq_u8(ql_a, low_mask),
-                        vandq_u8(vshlq_n_u8::<4>(high), top_mask),
-                    ),
-                    vorrq_u8(
-                        vandq_u8(ql_b, low_mask),
-                        vandq_u8(vshlq_n_u8::<2>(high), top_mask),
-                    ),
-                    vsriq_n_u8::<4>(vandq_u8(high, top_mask), ql_a),
-                    vsriq_n_u8::<4>(vandq_u8(vshrq_n_u8::<2>(high), top_mask), ql_b),
-                ];
-                for (i, q) in q.into_iter().enumerate() {
+                for (i, q) in rows::q6k_quarters(ql, qh).into_iter().enumerate() {
                     let at = values.as_mut_ptr().add(128 * h + 32 * i + 16 * v);
                     vst1q_s8(at, vsubq_s8(vreinterpretq_s8_u8(q), bias));
                 }

@@ -1,9 +1,20 @@
 //! Activations quantized to int8 for the AArch64 products: one f32 scale per
 //! block of 32 (Q8_0 and Q4_0 weights) or 256 values (K-quants, like
-//! ggml's Q8_K), and for K-quants `scale * Σ a` over every 32 values (the
-//! activation side of Q4_K's minimum term).
+//! ggml's Q8_K), and where a kernel asks for them sums of the int8 values:
+//! `scale * Σ a` over every 32 (the activation side of Q4_K's minimum
+//! term) or `Σ a` over every 16 (Q6_K's offset of 32).
 
 use std::arch::aarch64::*;
+
+/// Which sums of the int8 values [`QuantRows`] keeps.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(super) enum Sums {
+    None,
+    /// `scale * Σ a` per 32 values, as f32.
+    Scaled32,
+    /// `Σ a` per 16 values, as i16.
+    Int16,
+}
 
 /// Rows of activations as int8 blocks.
 pub(super) struct QuantRows {
@@ -15,6 +26,8 @@ pub(super) struct QuantRows {
     scales: Vec<f32>,
     /// `scale * Σ a` per 32 values (empty unless asked for).
     sums32: Vec<f32>,
+    /// `Σ a` per 16 values (empty unless asked for).
+    sums16: Vec<i16>,
 }
 
 /// One row of [`QuantRows`].
@@ -23,32 +36,34 @@ pub(super) struct Row<'a> {
     pub values: &'a [i8],
     pub scales: &'a [f32],
     pub sums32: &'a [f32],
+    pub sums16: &'a [i16],
 }
 
 impl QuantRows {
     /// `x` as `rows` rows of `cols` (a multiple of `block`, itself 32 or
     /// 256). NaN becomes 0; a block with an infinite value becomes zeros
     /// (its scale 0), as on every 8-bit activation path.
-    pub fn new(x: &[f32], rows: usize, cols: usize, block: usize, with_sums: bool) -> Self {
+    pub fn new(x: &[f32], rows: usize, cols: usize, block: usize, sums: Sums) -> Self {
         debug_assert!(cols.is_multiple_of(block) && x.len() == rows * cols);
         let mut values = vec![0i8; x.len()];
         let mut scales = Vec::with_capacity(x.len() / block);
-        let mut sums32 = Vec::with_capacity(if with_sums { x.len() / 32 } else { 0 });
+        let mut sums32 = Vec::new();
+        let mut sums16 = Vec::new();
         for (src, dst) in x.chunks_exact(block).zip(values.chunks_exact_mut(block)) {
             // SAFETY: NEON is the AArch64 baseline; `src` and `dst` hold
-            // `block` values, a multiple of 32.
+            // `block` values, a multiple of 32, and every load below reads
+            // 16 of them.
             let scale = unsafe { quantize_block(src, dst) };
             scales.push(scale);
-            if with_sums {
-                for group in dst.chunks_exact(32) {
-                    // SAFETY: 32 values.
-                    let sum = unsafe {
-                        let p = group.as_ptr();
-                        i32::from(vaddlvq_s8(vld1q_s8(p)))
-                            + i32::from(vaddlvq_s8(vld1q_s8(p.add(16))))
-                    };
-                    sums32.push(sum as f32 * scale);
+            let sum16 = |at: usize| unsafe { vaddlvq_s8(vld1q_s8(dst.as_ptr().add(at))) };
+            match sums {
+                Sums::None => {}
+                Sums::Scaled32 => {
+                    sums32.extend((0..block).step_by(32).map(|at| {
+                        (i32::from(sum16(at)) + i32::from(sum16(at + 16))) as f32 * scale
+                    }))
                 }
+                Sums::Int16 => sums16.extend((0..block).step_by(16).map(sum16)),
             }
         }
         QuantRows {
@@ -58,16 +73,24 @@ impl QuantRows {
             values,
             scales,
             sums32,
+            sums16,
         }
     }
 
     pub fn row(&self, r: usize) -> Row<'_> {
         let blocks = self.cols / self.block;
-        let groups = self.cols / 32;
+        let (groups32, groups16) = (self.cols / 32, self.cols / 16);
         Row {
             values: &self.values[r * self.cols..][..self.cols],
             scales: &self.scales[r * blocks..][..blocks],
-            sums32: self.sums32.get(r * groups..(r + 1) * groups).unwrap_or(&[]),
+            sums32: self
+                .sums32
+                .get(r * groups32..(r + 1) * groups32)
+                .unwrap_or(&[]),
+            sums16: self
+                .sums16
+                .get(r * groups16..(r + 1) * groups16)
+                .unwrap_or(&[]),
         }
     }
 }

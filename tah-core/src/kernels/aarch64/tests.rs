@@ -175,6 +175,20 @@ fn activations_are_the_input_to_within_half_a_step() {
 }
 
 #[test]
+fn q4k_scales_and_mins_unpack_like_the_portable_decoder() {
+    for seed in 0..500u32 {
+        let bytes: [u8; 16] =
+            std::array::from_fn(|i| ((i as u32 ^ seed).wrapping_mul(2_654_435_761) >> 13) as u8);
+        let (scales, mins) = dequant::q4k_scales_mins(bytes[..12].try_into().unwrap());
+        // SAFETY: 16 readable bytes; NEON is the baseline.
+        let got: [u8; 16] =
+            unsafe { std::mem::transmute(rows::q4k_scales_and_mins(bytes.as_ptr())) };
+        assert_eq!(got[..8], scales.to_le_bytes(), "seed {seed}");
+        assert_eq!(got[8..], mins.to_le_bytes(), "seed {seed}");
+    }
+}
+
+#[test]
 fn what_has_no_kernel_is_left_to_the_portable_path() {
     let x = test_values(2 * 64, 1);
     // Q5_0 has no kernel here; 64 values are not a Q4_K block.

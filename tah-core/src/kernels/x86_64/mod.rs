@@ -18,6 +18,15 @@ pub unsafe fn dot(a: &[f32], b: &[f32]) -> f32 {
     super::portable::dot(a, b)
 }
 
+/// [`super::dot4`] on AVX2 + FMA.
+///
+/// # Safety
+/// The CPU must have AVX2 and FMA.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
+    super::portable::dot4(x, w)
+}
+
 /// [`super::dequant::dequantize_row`] on AVX2 + FMA + F16C.
 ///
 /// # Safety
