@@ -1,8 +1,8 @@
 //! Compute kernels, kept apart from the file format and the model code.
 //!
 //! One folder per architecture ([`x86_64`], [`aarch64`]) plus the portable
-//! code every build has ([`dequant`], [`portable`], and the drivers in
-//! [`dense`] and [`quantized`]), behind one dispatch point: [`tier`], the
+//! code every build has ([`dequant`], [`elementwise`], [`portable`], and the
+//! drivers in [`dense`] and [`quantized`]), behind one dispatch point: [`tier`], the
 //! CPU's run-time features, detected once. Nothing is assumed at compile
 //! time beyond the target's baseline (x86-64, ARMv8.0 NEON), so one library
 //! runs on every CPU of its architecture and uses what each one has.
@@ -12,6 +12,7 @@
 
 pub mod dense;
 pub mod dequant;
+pub mod elementwise;
 mod portable;
 pub mod quantized;
 

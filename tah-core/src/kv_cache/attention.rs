@@ -12,6 +12,7 @@ use rayon::prelude::*;
 
 use super::{KvCache, KvShape, VectorStore};
 use crate::kernels::dense::gemm_into;
+use crate::kernels::elementwise::softmax_in_place;
 
 /// Queries per block: enough rows for the GEMM to pay off, few enough that
 /// the causal rectangle (computed whole, then masked) wastes little.
@@ -191,65 +192,6 @@ struct QueryBlock<'a> {
     prefixes: &'a [Vec<usize>],
 }
 
-fn softmax_in_place(xs: &mut [f32]) {
-    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for x in xs.iter_mut() {
-        *x = exp_non_positive(*x - max);
-    }
-    let inverse = 1.0 / lane_sum(xs);
-    for x in xs.iter_mut() {
-        *x *= inverse;
-    }
-}
-
-/// A sum in sixteen independent lanes: a single running f32 sum is a
-/// serial chain the compiler may not reorder.
-fn lane_sum(xs: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let chunks = xs.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for chunk in chunks {
-        for (lane, x) in lanes.iter_mut().zip(chunk) {
-            *lane += x;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// `e^x` for `x <= 0` (within 3e-7 relative; 0 below -87, so masked scores weigh
-/// exactly nothing). Plain arithmetic the compiler vectorizes, unlike a
-/// libm call per score, which took ~4% of a prefill.
-#[inline(always)]
-fn exp_non_positive(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // x = n ln2 + r with |r| <= ln2 / 2, then e^r by its Taylor series.
-    let x = x.max(-87.0);
-    // Adding and removing 1.5 * 2^23 rounds to the nearest integer without
-    // a libm call (`round` is one on baseline x86-64).
-    const ROUND: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.0 / 5040.0;
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = p * r + c;
-    }
-    let scaled = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
-    if x <= -87.0 {
-        0.0
-    } else {
-        scaled
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -312,21 +254,6 @@ mod tests {
         (0..head_dim)
             .map(|j| logits.iter().zip(&values).map(|(w, v)| w * v[j]).sum())
             .collect()
-    }
-
-    #[test]
-    fn exp_matches_libm_on_non_positive_inputs() {
-        for i in 0..=100_000 {
-            let x = -90.0 * i as f32 / 100_000.0;
-            let (got, want) = (exp_non_positive(x), x.exp());
-            if x <= -87.0 {
-                assert_eq!(got, 0.0, "{x}");
-            } else {
-                assert!((got - want).abs() <= 3e-7 * want, "{x}: {got} vs {want}");
-            }
-        }
-        assert_eq!(exp_non_positive(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_non_positive(0.0), 1.0);
     }
 
     /// The blocked attention equals dense masked attention, for chunks

@@ -255,16 +255,18 @@ unsafe fn task_i8mm<K: MmlaKernel>(
 ) {
     let k = x.cols;
     let rows: Vec<&[u8]> = chunk.chunks_exact(row_bytes).collect();
+    let pairs: Vec<Pair> = (0..x.pairs).map(|p| x.pair(p)).collect();
     for (c, two) in rows.chunks(2).enumerate() {
         pair.fill::<K>(two[0], two.get(1).copied(), k);
         let col = first + 2 * c;
         let cols = two.len();
         for p0 in (0..x.pairs).step_by(TILE_PAIRS) {
+            let at = (out, m, n, col, cols);
             match x.pairs - p0 {
-                1 => tile::<K, 1>(pair, x, p0, k, (out, m, n, col, cols)),
-                2 => tile::<K, 2>(pair, x, p0, k, (out, m, n, col, cols)),
-                3 => tile::<K, 3>(pair, x, p0, k, (out, m, n, col, cols)),
-                _ => tile::<K, TILE_PAIRS>(pair, x, p0, k, (out, m, n, col, cols)),
+                1 => tile::<K, 1>(pair, &pairs, p0, k, at),
+                2 => tile::<K, 2>(pair, &pairs, p0, k, at),
+                3 => tile::<K, 3>(pair, &pairs, p0, k, at),
+                _ => tile::<K, TILE_PAIRS>(pair, &pairs, p0, k, at),
             }
         }
     }
@@ -275,12 +277,12 @@ unsafe fn task_i8mm<K: MmlaKernel>(
 #[inline(always)]
 unsafe fn tile<K: MmlaKernel, const P: usize>(
     w: &WeightPair,
-    x: &PairRows,
+    pairs: &[Pair],
     p0: usize,
     k: usize,
     (out, m, n, col, cols): (OutColumns, usize, usize, usize, usize),
 ) {
-    let pairs: [Pair; P] = std::array::from_fn(|i| x.pair(p0 + i));
+    let pairs: [Pair; P] = std::array::from_fn(|i| pairs[p0 + i]);
     let steps_per_group = K::GROUP / 8;
     let groups = K::BLOCK / K::GROUP;
     let scaled = groups > 1;
@@ -323,12 +325,17 @@ unsafe fn tile<K: MmlaKernel, const P: usize>(
     }
     // Lane (i, j) is row 2p + i, weight column col + j.
     for (p, acc) in acc.iter().enumerate() {
-        let values: [f32; 4] = std::mem::transmute(*acc);
-        for i in 0..2 {
+        for (i, half) in [vget_low_f32(*acc), vget_high_f32(*acc)]
+            .into_iter()
+            .enumerate()
+        {
             let row = 2 * (p0 + p) + i;
             if row < m {
-                for j in 0..cols {
-                    *out.at(row * n + col + j) = values[2 * i + j];
+                let at = out.at(row * n + col);
+                if cols == 2 {
+                    vst1_f32(at, half);
+                } else {
+                    *at = vget_lane_f32::<0>(half);
                 }
             }
         }
