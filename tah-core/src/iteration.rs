@@ -12,6 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use crate::decider::bf16_threshold;
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::logits::{TopLogits, TopRequest};
@@ -184,6 +185,20 @@ pub(crate) trait ChunkEngine {
 }
 
 impl TahModel {
+    /// The threshold `policy` amounts to: `never` is 1.0 and `always` -1.0,
+    /// exactly as the reference implements them.
+    pub fn effective_threshold(&self, policy: &IterationPolicy) -> f32 {
+        match policy.mode {
+            IterationMode::Never => 1.0,
+            IterationMode::Always => -1.0,
+            IterationMode::Decider => policy
+                .threshold
+                .map(bf16_threshold)
+                .or(self.decider_config().map(|d| bf16_threshold(d.threshold)))
+                .unwrap_or(1.0),
+        }
+    }
+
     /// Runs `ids` (at the positions following the cache) through the TaH loop.
     /// On error (including cancellation) the cache is rolled back to where it was.
     pub fn forward_chunk(

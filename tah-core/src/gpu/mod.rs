@@ -35,7 +35,7 @@ use crate::model::{Linear, Model};
 use crate::weights::Matrix;
 use decider::GpuDecider;
 use kv::GpuKv;
-use weights::{values, vector, GpuMatrix};
+use weights::{vector, GpuMatrix};
 
 /// A chunk's running logits (`rows x vocab` f32) live on the GPU; longer
 /// chunks run as several of at most this many bytes of them.
@@ -198,8 +198,8 @@ impl GpuModel {
                     })
                 };
                 let attn = &layer.self_attn;
-                let norm = |name: &str, t: &candle_core::Tensor| {
-                    vector(&context, &format!("blk.{i}.{name}"), &values(t)?)
+                let norm = |name: &str, weight: &[f32]| {
+                    vector(&context, &format!("blk.{i}.{name}"), weight)
                 };
                 Ok(GpuLayer {
                     q_proj: linear("attn_q", &attn.q_proj)?,
@@ -219,7 +219,7 @@ impl GpuModel {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let norm = vector(&context, "output_norm", &values(&net.norm.weight)?)?;
+        let norm = vector(&context, "output_norm", &net.norm.weight)?;
         let decider = decider
             .map(|d| GpuDecider::upload(&context, d))
             .transpose()?;

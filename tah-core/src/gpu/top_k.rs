@@ -70,8 +70,8 @@ mod tests {
     use super::*;
     use crate::device::GpuOptions;
     use crate::kernels::gpu::{GpuContext, Pipelines, Scratch};
+    use crate::kernels::test_values;
     use crate::logits::top_k;
-    use crate::matmul::test_values;
 
     fn bytes<T: Copy>(values: &[T], to: fn(T) -> [u8; 4]) -> Vec<u8> {
         values.iter().flat_map(|&v| to(v)).collect()

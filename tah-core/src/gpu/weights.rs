@@ -4,8 +4,8 @@
 //! its own buffer and dispatch.
 
 use crate::error::{Error, GpuProblem, Result};
+use crate::kernels::dense::with_f32_values;
 use crate::kernels::gpu::{grid, params, GpuContext, Kernel, Recorder, WeightType};
-use crate::matmul::with_f32_values;
 use crate::weights::Matrix;
 
 /// Up to this many input rows use the one-pass product (`matmul_vec`).
@@ -292,7 +292,7 @@ mod tests {
     use super::*;
     use crate::device::GpuOptions;
     use crate::kernels::gpu::{Pipelines, Scratch};
-    use crate::matmul::test_values;
+    use crate::kernels::test_values;
 
     fn floats(bytes: &[u8]) -> Vec<f32> {
         bytes
