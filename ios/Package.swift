@@ -20,10 +20,12 @@ let package = Package(
             path: "Sources/TahSDK",
             // What the Rust static library needs from the system beyond libSystem
             // (build-xcframework.sh prints rustc's list): libiconv, which the libc
-            // crate names on Apple targets, and the frameworks of candle's Metal
-            // backend (`--metal` builds; unused otherwise).
+            // crate names on Apple targets, and the frameworks wgpu's Metal
+            // backend uses (the GPU path, default builds; unused by `--cpu-only`
+            // builds). Not linked here yet: compare with the script's printed list.
             linkerSettings: [
-                .linkedLibrary("iconv"), .linkedFramework("Metal"), .linkedFramework("Foundation"),
+                .linkedLibrary("iconv"), .linkedFramework("Metal"), .linkedFramework("QuartzCore"),
+                .linkedFramework("Foundation"),
             ]
         ),
         .target(name: "TahAppCore", dependencies: ["TahSDK"], path: "Sources/TahAppCore"),

@@ -6,9 +6,9 @@ mod common;
 
 use std::path::Path;
 
-use common::check::{check_case, Agreement, MaxDiff};
+use common::check::{arith_transcripts, check_case, Agreement, MaxDiff};
 use common::gguf::{GgufParts, TempFile};
-use common::{fixture_dir, fixture_names, tokenizer_path};
+use common::{fixture_dir, fixture_names, repo_root, tokenizer_path};
 use serde_json::Value as Json;
 use tah_core::gguf::{convert, ConvertOptions, ConvertSummary, GgufFile, Quant, Value};
 use tah_core::trace::{trace, TraceInput, TraceRequest};
@@ -103,7 +103,7 @@ fn q4_k_figures() {
 /// and at `quant` by `convert`, teacher-forced on held-out problems (chat
 /// transcript of question and worked solution) in `decider` mode.
 fn trained_agreement(quant: Quant, problems: usize) -> Agreement {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let models = repo_root().join("models");
     let rewrite = |quant: Quant| {
         let out = TempFile::new(&format!("arith-{quant:?}"));
         let options = ConvertOptions {
@@ -122,21 +122,8 @@ fn trained_agreement(quant: Quant, problems: usize) -> Agreement {
     };
     let (f32_file, q_file) = (rewrite(Quant::F32), rewrite(quant));
     let (reference, quantized) = (load(&f32_file.0), load(&q_file.0));
-    let data = std::fs::read_to_string(models.join("arith-test.jsonl")).unwrap();
     let mut total = Agreement::default();
-    for line in data.lines().take(problems) {
-        let p: Json = serde_json::from_str(line).unwrap();
-        let text = format!(
-            "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n{}<|im_end|>",
-            p["question"].as_str().unwrap(),
-            p["solution"].as_str().unwrap()
-        );
-        let request = TraceRequest {
-            input: TraceInput::Prompt(text),
-            new_tokens: 0,
-            split: None,
-            policy: IterationPolicy::default(),
-        };
+    for request in arith_transcripts(problems) {
         total.add_request(&reference, &quantized, &request);
     }
     total.report(&format!(

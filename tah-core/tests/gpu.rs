@@ -13,9 +13,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::check::{as_expected, check_case, check_trace, Agreement, MaxDiff};
+use common::check::{arith_transcripts, as_expected, check_case, check_trace, Agreement, MaxDiff};
 use common::gguf::{GgufParts, TempFile};
-use common::{fixture_dir, fixture_model, fixture_names, tiny_gguf, tokenizer_path};
+use common::{fixture_dir, fixture_model, fixture_names, repo_root, tiny_gguf, tokenizer_path};
 use serde_json::Value;
 use tah_core::config::{DeciderConfig, EosTokenIds, InputUpdaterConfig, Qwen3Config, TahConfig};
 use tah_core::device::GpuTestHooks;
@@ -55,6 +55,16 @@ fn load(path: &Path, options: &LoadOptions) -> TahModel {
         model.device_name()
     );
     model
+}
+
+/// `cpu_path` on the CPU and `gpu_path` on the GPU, f32 KV caches, each
+/// with its own tokenizer.
+fn cpu_and_gpu(cpu_path: &Path, gpu_path: &Path) -> (TahModel, TahModel) {
+    let on = |device| options(device, GpuOptions::default(), None, KvPrecision::F32);
+    (
+        load(cpu_path, &on(ComputeDevice::Cpu)),
+        load(gpu_path, &on(ComputeDevice::Gpu)),
+    )
 }
 
 /// A fixture checkpoint on the GPU, f32 KV cache (what the reference computes).
@@ -163,24 +173,7 @@ fn quantized_fixture_files_match_their_weights_on_the_cpu() {
     ] {
         let file = convert_to(&dir, quant, Some(tokenizer_path()));
         let exact = dequantized(&file);
-        let cpu = load(
-            &exact.0,
-            &options(
-                ComputeDevice::Cpu,
-                GpuOptions::default(),
-                None,
-                KvPrecision::F32,
-            ),
-        );
-        let gpu = load(
-            &file.0,
-            &options(
-                ComputeDevice::Gpu,
-                GpuOptions::default(),
-                None,
-                KvPrecision::F32,
-            ),
-        );
+        let (cpu, gpu) = cpu_and_gpu(&exact.0, &file.0);
         let mut diff = MaxDiff::default();
         for mode in [IterationMode::Decider, IterationMode::Always] {
             let request = TraceRequest {
@@ -338,24 +331,7 @@ fn other_shapes_match_the_cpu_path() {
     ];
     for (label, file) in &files {
         let exact = dequantized(file);
-        let cpu = load(
-            &exact.0,
-            &options(
-                ComputeDevice::Cpu,
-                GpuOptions::default(),
-                None,
-                KvPrecision::F32,
-            ),
-        );
-        let gpu = load(
-            &file.0,
-            &options(
-                ComputeDevice::Gpu,
-                GpuOptions::default(),
-                None,
-                KvPrecision::F32,
-            ),
-        );
+        let (cpu, gpu) = cpu_and_gpu(&exact.0, &file.0);
         let mut diff = MaxDiff::default();
         for mode in [
             IterationMode::Decider,
@@ -391,7 +367,7 @@ fn other_shapes_match_the_cpu_path() {
 /// The figures are computed here (the model may be retrained).
 #[test]
 fn trained_model_files_agree_with_the_cpu_path() {
-    let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
+    let models = repo_root().join("models");
     let shipped = models.join("arith-tah.gguf");
     let rewrites: Vec<(Quant, TempFile)> = [Quant::Q8_0, Quant::Q4K, Quant::Q4_0]
         .into_iter()
@@ -403,41 +379,12 @@ fn trained_model_files_agree_with_the_cpu_path() {
             .iter()
             .map(|(q, f)| (format!("{q:?}"), f.0.clone())),
     );
-    let data = std::fs::read_to_string(models.join("arith-test.jsonl")).unwrap();
+    let transcripts = arith_transcripts(40);
     for (label, path) in &files {
-        let cpu = load(
-            path,
-            &options(
-                ComputeDevice::Cpu,
-                GpuOptions::default(),
-                None,
-                KvPrecision::F32,
-            ),
-        );
-        let gpu = load(
-            path,
-            &options(
-                ComputeDevice::Gpu,
-                GpuOptions::default(),
-                None,
-                KvPrecision::F32,
-            ),
-        );
+        let (cpu, gpu) = cpu_and_gpu(path, path);
         let mut agreement = Agreement::default();
-        for line in data.lines().take(40) {
-            let p: Value = serde_json::from_str(line).unwrap();
-            let text = format!(
-                "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n{}<|im_end|>",
-                p["question"].as_str().unwrap(),
-                p["solution"].as_str().unwrap()
-            );
-            let request = TraceRequest {
-                input: TraceInput::Prompt(text),
-                new_tokens: 0,
-                split: None,
-                policy: IterationPolicy::default(),
-            };
-            agreement.add_request(&cpu, &gpu, &request);
+        for request in &transcripts {
+            agreement.add_request(&cpu, &gpu, request);
         }
         agreement.report(&format!("trained model {label}: GPU vs CPU, 40 problems"));
         agreement.assert_at_least(99.0, 99.5);

@@ -368,3 +368,29 @@ impl Agreement {
         (pct(self.top1), pct(self.decisions))
     }
 }
+
+/// The first `problems` held-out problems of the trained model's test split
+/// (`models/arith-test.jsonl`) as teacher-forced chat transcripts (question
+/// and worked solution), `decider` mode, no new tokens.
+pub fn arith_transcripts(problems: usize) -> Vec<TraceRequest> {
+    let path = super::repo_root().join("models/arith-test.jsonl");
+    let data = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("reading {}: {e}", path.display()));
+    data.lines()
+        .take(problems)
+        .map(|line| {
+            let p: Value = serde_json::from_str(line).unwrap();
+            let text = format!(
+                "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n{}<|im_end|>",
+                p["question"].as_str().unwrap(),
+                p["solution"].as_str().unwrap()
+            );
+            TraceRequest {
+                input: TraceInput::Prompt(text),
+                new_tokens: 0,
+                split: None,
+                policy: IterationPolicy::default(),
+            }
+        })
+        .collect()
+}

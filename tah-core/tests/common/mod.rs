@@ -10,9 +10,18 @@ use std::path::PathBuf;
 
 use tah_core::{KvPrecision, LoadOptions, TahModel};
 
+/// The repository: where it was built, or `TAH_TEST_ROOT` (a copy of its
+/// `tah-core/tests/fixtures` and `models` on another machine, e.g. a phone
+/// running a cross-compiled test binary).
+pub fn repo_root() -> PathBuf {
+    std::env::var_os("TAH_TEST_ROOT")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(".."))
+}
+
 /// The fixtures copied into the repository (byte-identical to `../shared/fixtures`).
 pub fn fixture_dir() -> PathBuf {
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let dir = repo_root().join("tah-core/tests/fixtures");
     assert!(
         dir.join("qwen3-tokenizer/tokenizer.json").exists(),
         "fixtures missing at {}: they are part of the repository (tah-core/tests/fixtures)",
