@@ -162,9 +162,22 @@ fun main(args: Array<String>) {
         }
     }
 
-    run.test("computeBackends: the model runs on the CPU; this build has no Metal") {
+    run.test("computeBackends: this build has no GPU path; Device.GPU is TahException.Gpu, or the CPU with gpuFallback") {
         val backends = computeBackends()
-        check(backends == ComputeBackends(modelDevice = "cpu", metalCompiled = false, metalDeviceAvailable = false)) { "$backends" }
+        check(backends == ComputeBackends(gpuCompiled = false, gpuAdapter = null)) { "$backends" }
+        val e = assertThrows<TahException.Gpu> {
+            TahModel.load(modelDir, ModelOptions(tokenizerPath = tokenizer, device = Device.GPU))
+        }
+        check("no GPU support" in e.reason) { e.reason }
+        TahModel.load(modelDir, ModelOptions(tokenizerPath = tokenizer, device = Device.GPU, gpuFallback = true)).use { m ->
+            val notice = m.deviceNotice()
+            check(m.deviceName() == "cpu" && notice != null && notice.startsWith("running on the CPU: GPU: ")) { "$notice" }
+            m.newSession().use { session ->
+                val result = runBlocking { session.complete(userPrompt(tah.text), config(tah)) }
+                check(result.tokenIds == tah.tokens) { "${result.tokenIds}" }
+                check(result.stats.device == "cpu" && result.stats.deviceNotice == notice) { "${result.stats}" }
+            }
+        }
     }
 
     run.test("cancelling the flow's collector cancels the generation") {

@@ -153,11 +153,19 @@ await run.test("cancel() ends updates(_:config:) with a .cancelled result") {
     try check(result?.tokenIds == ids && ids.count >= 3 && ids.count < 4000, "streamed \(ids.count)")
 }
 
-await run.test("computeBackends(): the model runs on the CPU; this build has no Metal") {
+await run.test("computeBackends(): no GPU path in this build; .gpu is TahError.Gpu, or the CPU with gpuFallback") {
     let backends = computeBackends()
-    try check(
-        backends == ComputeBackends(modelDevice: "cpu", metalCompiled: false, metalDeviceAvailable: false),
-        "\(backends)")
+    try check(backends == ComputeBackends(gpuCompiled: false, gpuAdapter: nil), "\(backends)")
+    try await expectError("Gpu", { if case TahError.Gpu(let reason) = $0 { return reason.contains("no GPU support") } else { return false } }) {
+        _ = try TahModel.load(path: modelDir, options: ModelOptions(tokenizerPath: tokenizer, device: .gpu))
+    }
+    let m = try TahModel.load(
+        path: modelDir, options: ModelOptions(tokenizerPath: tokenizer, device: .gpu, gpuFallback: true))
+    let notice = m.deviceNotice()
+    try check(m.deviceName() == "cpu" && (notice ?? "").hasPrefix("running on the CPU: GPU: "), "\(String(describing: notice))")
+    let result = try await m.newSession().result(for: .user(tah.text), config: config(tah))
+    try check(result.tokenIds == tah.tokens, "\(result.tokenIds)")
+    try check(result.stats.device == "cpu" && result.stats.deviceNotice == notice, "\(result.stats)")
 }
 
 await run.test("leaving the stream early cancels the generation") {

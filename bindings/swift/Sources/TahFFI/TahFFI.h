@@ -295,6 +295,16 @@ uint64_t uniffi_tah_ffi_fn_constructor_tahmodel_load(RustBuffer path, RustBuffer
 uint32_t uniffi_tah_ffi_fn_method_tahmodel_context_length(uint64_t ptr, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_DEVICE_NAME
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_DEVICE_NAME
+RustBuffer uniffi_tah_ffi_fn_method_tahmodel_device_name(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_DEVICE_NOTICE
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_DEVICE_NOTICE
+RustBuffer uniffi_tah_ffi_fn_method_tahmodel_device_notice(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_NEW_SESSION
 #define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_NEW_SESSION
 uint64_t uniffi_tah_ffi_fn_method_tahmodel_new_session(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -695,6 +705,18 @@ uint16_t uniffi_tah_ffi_checksum_func_greedy_generation_config(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_CONTEXT_LENGTH
 #define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_CONTEXT_LENGTH
 uint16_t uniffi_tah_ffi_checksum_method_tahmodel_context_length(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_DEVICE_NAME
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_DEVICE_NAME
+uint16_t uniffi_tah_ffi_checksum_method_tahmodel_device_name(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_DEVICE_NOTICE
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_DEVICE_NOTICE
+uint16_t uniffi_tah_ffi_checksum_method_tahmodel_device_notice(void
     
 );
 #endif

@@ -770,6 +770,16 @@ public protocol TahModelProtocol: AnyObject, Sendable {
     func contextLength()  -> UInt32
     
     /**
+     * Where the model runs: `cpu`, or `gpu: <adapter> (<backend>)`.
+     */
+    func deviceName()  -> String
+    
+    /**
+     * Why a model asked for on the GPU runs on the CPU (`gpuFallback`).
+     */
+    func deviceNotice()  -> String?
+    
+    /**
      * A new, empty conversation with this model. Sessions are independent
      * and may generate concurrently.
      */
@@ -857,6 +867,30 @@ open func contextLength() -> UInt32  {
     return try!  FfiConverterUInt32.lift(try! rustCall() {
         uniffiCallStatus in
     uniffi_tah_ffi_fn_method_tahmodel_context_length(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Where the model runs: `cpu`, or `gpu: <adapter> (<backend>)`.
+     */
+open func deviceName() -> String  {
+    return try!  FfiConverterString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_method_tahmodel_device_name(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Why a model asked for on the GPU runs on the CPU (`gpuFallback`).
+     */
+open func deviceNotice() -> String?  {
+    return try!  FfiConverterOptionString.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_method_tahmodel_device_notice(
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 })
@@ -1511,39 +1545,27 @@ public func FfiConverterTypeChatMessage_lower(_ value: ChatMessage) -> RustBuffe
  */
 public struct ComputeBackends: Equatable, Hashable {
     /**
-     * Where the model's tensors live: `"cpu"` (the only device the model
-     * runs on today).
+     * The library was built with the `gpu` feature (`Device.GPU` can load).
      */
-    public var modelDevice: String
+    public var gpuCompiled: Bool
     /**
-     * The library was built with the `metal` feature (candle's Metal
-     * backend compiled in; Apple builds only).
+     * The GPU adapter a model on `Device.GPU` would use (`null`/`nil`
+     * without the feature or without a usable GPU).
      */
-    public var metalCompiled: Bool
-    /**
-     * A Metal device could be opened (only tried when compiled in). Nothing
-     * runs on it yet.
-     */
-    public var metalDeviceAvailable: Bool
+    public var gpuAdapter: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
     public init(
         /**
-         * Where the model's tensors live: `"cpu"` (the only device the model
-         * runs on today).
-         */modelDevice: String, 
+         * The library was built with the `gpu` feature (`Device.GPU` can load).
+         */gpuCompiled: Bool, 
         /**
-         * The library was built with the `metal` feature (candle's Metal
-         * backend compiled in; Apple builds only).
-         */metalCompiled: Bool, 
-        /**
-         * A Metal device could be opened (only tried when compiled in). Nothing
-         * runs on it yet.
-         */metalDeviceAvailable: Bool) {
-        self.modelDevice = modelDevice
-        self.metalCompiled = metalCompiled
-        self.metalDeviceAvailable = metalDeviceAvailable
+         * The GPU adapter a model on `Device.GPU` would use (`null`/`nil`
+         * without the feature or without a usable GPU).
+         */gpuAdapter: String?) {
+        self.gpuCompiled = gpuCompiled
+        self.gpuAdapter = gpuAdapter
     }
 
     
@@ -1562,16 +1584,14 @@ public struct FfiConverterTypeComputeBackends: FfiConverterRustBuffer {
     public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ComputeBackends {
         return
             try ComputeBackends(
-                modelDevice: FfiConverterString.read(from: &buf), 
-                metalCompiled: FfiConverterBool.read(from: &buf), 
-                metalDeviceAvailable: FfiConverterBool.read(from: &buf)
+                gpuCompiled: FfiConverterBool.read(from: &buf), 
+                gpuAdapter: FfiConverterOptionString.read(from: &buf)
         )
     }
 
     public static func write(_ value: ComputeBackends, into buf: inout [UInt8]) {
-        FfiConverterString.write(value.modelDevice, into: &buf)
-        FfiConverterBool.write(value.metalCompiled, into: &buf)
-        FfiConverterBool.write(value.metalDeviceAvailable, into: &buf)
+        FfiConverterBool.write(value.gpuCompiled, into: &buf)
+        FfiConverterOptionString.write(value.gpuAdapter, into: &buf)
     }
 }
 
@@ -1888,6 +1908,21 @@ public struct ModelOptions: Equatable, Hashable {
      * How the KV cache stores keys and values (`null`/`nil`: f16).
      */
     public var kvPrecision: KvPrecision?
+    /**
+     * Where the model runs (`null`/`nil`: the CPU). The GPU needs a library
+     * built with the `gpu` feature (the Android and iOS builds have it).
+     */
+    public var device: Device?
+    /**
+     * On the GPU: use only an adapter whose name contains this.
+     */
+    public var gpuAdapter: String?
+    /**
+     * On the GPU: when the GPU cannot run the model, load it on the CPU
+     * instead (the reason is in `deviceNotice` and every `Stats`) rather
+     * than fail with `TahError.Gpu`.
+     */
+    public var gpuFallback: Bool
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -1905,11 +1940,26 @@ public struct ModelOptions: Equatable, Hashable {
          */tokenizerPath: String? = nil, 
         /**
          * How the KV cache stores keys and values (`null`/`nil`: f16).
-         */kvPrecision: KvPrecision? = nil) {
+         */kvPrecision: KvPrecision? = nil, 
+        /**
+         * Where the model runs (`null`/`nil`: the CPU). The GPU needs a library
+         * built with the `gpu` feature (the Android and iOS builds have it).
+         */device: Device? = nil, 
+        /**
+         * On the GPU: use only an adapter whose name contains this.
+         */gpuAdapter: String? = nil, 
+        /**
+         * On the GPU: when the GPU cannot run the model, load it on the CPU
+         * instead (the reason is in `deviceNotice` and every `Stats`) rather
+         * than fail with `TahError.Gpu`.
+         */gpuFallback: Bool = false) {
         self.threads = threads
         self.contextLength = contextLength
         self.tokenizerPath = tokenizerPath
         self.kvPrecision = kvPrecision
+        self.device = device
+        self.gpuAdapter = gpuAdapter
+        self.gpuFallback = gpuFallback
     }
 
     
@@ -1931,7 +1981,10 @@ public struct FfiConverterTypeModelOptions: FfiConverterRustBuffer {
                 threads: FfiConverterOptionUInt32.read(from: &buf), 
                 contextLength: FfiConverterOptionUInt32.read(from: &buf), 
                 tokenizerPath: FfiConverterOptionString.read(from: &buf), 
-                kvPrecision: FfiConverterOptionTypeKvPrecision.read(from: &buf)
+                kvPrecision: FfiConverterOptionTypeKvPrecision.read(from: &buf), 
+                device: FfiConverterOptionTypeDevice.read(from: &buf), 
+                gpuAdapter: FfiConverterOptionString.read(from: &buf), 
+                gpuFallback: FfiConverterBool.read(from: &buf)
         )
     }
 
@@ -1940,6 +1993,9 @@ public struct FfiConverterTypeModelOptions: FfiConverterRustBuffer {
         FfiConverterOptionUInt32.write(value.contextLength, into: &buf)
         FfiConverterOptionString.write(value.tokenizerPath, into: &buf)
         FfiConverterOptionTypeKvPrecision.write(value.kvPrecision, into: &buf)
+        FfiConverterOptionTypeDevice.write(value.device, into: &buf)
+        FfiConverterOptionString.write(value.gpuAdapter, into: &buf)
+        FfiConverterBool.write(value.gpuFallback, into: &buf)
     }
 }
 
@@ -1995,6 +2051,14 @@ public struct Stats: Equatable, Hashable {
      * Largest KV cache size during the generation, in bytes.
      */
     public var peakKvBytes: UInt64
+    /**
+     * Where the model ran: `cpu`, or `gpu: <adapter> (<backend>)`.
+     */
+    public var device: String
+    /**
+     * Why a model asked for on the GPU ran on the CPU (`gpuFallback`).
+     */
+    public var deviceNotice: String?
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2019,7 +2083,13 @@ public struct Stats: Equatable, Hashable {
          */depth2KvEntries: UInt32, 
         /**
          * Largest KV cache size during the generation, in bytes.
-         */peakKvBytes: UInt64) {
+         */peakKvBytes: UInt64, 
+        /**
+         * Where the model ran: `cpu`, or `gpu: <adapter> (<backend>)`.
+         */device: String, 
+        /**
+         * Why a model asked for on the GPU ran on the CPU (`gpuFallback`).
+         */deviceNotice: String?) {
         self.loadMs = loadMs
         self.timeToFirstTokenMs = timeToFirstTokenMs
         self.prefillTokens = prefillTokens
@@ -2031,6 +2101,8 @@ public struct Stats: Equatable, Hashable {
         self.hardTokenFraction = hardTokenFraction
         self.depth2KvEntries = depth2KvEntries
         self.peakKvBytes = peakKvBytes
+        self.device = device
+        self.deviceNotice = deviceNotice
     }
 
     
@@ -2059,7 +2131,9 @@ public struct FfiConverterTypeStats: FfiConverterRustBuffer {
                 passesPerToken: FfiConverterDouble.read(from: &buf), 
                 hardTokenFraction: FfiConverterDouble.read(from: &buf), 
                 depth2KvEntries: FfiConverterUInt32.read(from: &buf), 
-                peakKvBytes: FfiConverterUInt64.read(from: &buf)
+                peakKvBytes: FfiConverterUInt64.read(from: &buf), 
+                device: FfiConverterString.read(from: &buf), 
+                deviceNotice: FfiConverterOptionString.read(from: &buf)
         )
     }
 
@@ -2075,6 +2149,8 @@ public struct FfiConverterTypeStats: FfiConverterRustBuffer {
         FfiConverterDouble.write(value.hardTokenFraction, into: &buf)
         FfiConverterUInt32.write(value.depth2KvEntries, into: &buf)
         FfiConverterUInt64.write(value.peakKvBytes, into: &buf)
+        FfiConverterString.write(value.device, into: &buf)
+        FfiConverterOptionString.write(value.deviceNotice, into: &buf)
     }
 }
 
@@ -2177,6 +2253,78 @@ public func FfiConverterTypeTokenEvent_lift(_ buf: RustBuffer) throws -> TokenEv
 public func FfiConverterTypeTokenEvent_lower(_ value: TokenEvent) -> RustBuffer {
     return FfiConverterTypeTokenEvent.lower(value)
 }
+
+
+/**
+ * Where a model runs.
+ */
+
+public enum Device: Equatable, Hashable {
+    
+    case cpu
+    /**
+     * Metal on iOS, Vulkan on Android.
+     */
+    case gpu
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension Device: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeDevice: FfiConverterRustBuffer {
+    typealias SwiftType = Device
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Device {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .cpu
+        
+        case 2: return .gpu
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: Device, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .cpu:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .gpu:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDevice_lift(_ buf: RustBuffer) throws -> Device {
+    return try FfiConverterTypeDevice.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeDevice_lower(_ value: Device) -> RustBuffer {
+    return FfiConverterTypeDevice.lower(value)
+}
+
 
 
 /**
@@ -2652,6 +2800,13 @@ enum TahError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Cancelled(reason: String
     )
     /**
+     * The GPU could not load or run the model: no GPU (or a library built
+     * without GPU support), a shader its driver refused, a buffer over its
+     * limits, a device lost or hung. Load on the CPU, or with `gpuFallback`.
+     */
+    case Gpu(reason: String
+    )
+    /**
      * A bug: an engine panic, a tensor backend failure, or a foreign callback
      * that failed unexpectedly.
      */
@@ -2701,7 +2856,10 @@ public struct FfiConverterTypeTahError: FfiConverterRustBuffer {
         case 5: return .Cancelled(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 6: return .Internal(
+        case 6: return .Gpu(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 7: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -2741,8 +2899,13 @@ public struct FfiConverterTypeTahError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Internal(reason):
+        case let .Gpu(reason):
             writeInt(&buf, Int32(6))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(7))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -2855,6 +3018,30 @@ fileprivate struct FfiConverterOptionString: FfiConverterRustBuffer {
         switch try readInt(&buf) as Int8 {
         case 0: return nil
         case 1: return try FfiConverterString.read(from: &buf)
+        default: throw UniffiInternalError.unexpectedOptionalTag
+        }
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+fileprivate struct FfiConverterOptionTypeDevice: FfiConverterRustBuffer {
+    typealias SwiftType = Device?
+
+    public static func write(_ value: SwiftType, into buf: inout [UInt8]) {
+        guard let value = value else {
+            writeInt(&buf, Int8(0))
+            return
+        }
+        writeInt(&buf, Int8(1))
+        FfiConverterTypeDevice.write(value, into: &buf)
+    }
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> SwiftType {
+        switch try readInt(&buf) as Int8 {
+        case 0: return nil
+        case 1: return try FfiConverterTypeDevice.read(from: &buf)
         default: throw UniffiInternalError.unexpectedOptionalTag
         }
     }
@@ -3083,6 +3270,12 @@ private let initializationResult: InitializationResult = {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tah_ffi_checksum_method_tahmodel_context_length() != 42817) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tah_ffi_checksum_method_tahmodel_device_name() != 35582) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tah_ffi_checksum_method_tahmodel_device_notice() != 49266) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tah_ffi_checksum_method_tahmodel_new_session() != 25808) {

@@ -726,6 +726,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tah_ffi_checksum_method_tahmodel_context_length(
     ): Int
+    external fun uniffi_tah_ffi_checksum_method_tahmodel_device_name(
+    ): Int
+    external fun uniffi_tah_ffi_checksum_method_tahmodel_device_notice(
+    ): Int
     external fun uniffi_tah_ffi_checksum_method_tahmodel_new_session(
     ): Int
     external fun uniffi_tah_ffi_checksum_method_generationhandle_cancel(
@@ -779,6 +783,10 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_tah_ffi_fn_method_tahmodel_context_length(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Int
+    external fun uniffi_tah_ffi_fn_method_tahmodel_device_name(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tah_ffi_fn_method_tahmodel_device_notice(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tah_ffi_fn_method_tahmodel_new_session(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tah_ffi_fn_clone_generationhandle(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -955,6 +963,12 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tah_ffi_checksum_method_tahmodel_context_length() and 0xFFFF) != 42817) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tah_ffi_checksum_method_tahmodel_device_name() and 0xFFFF) != 35582) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tah_ffi_checksum_method_tahmodel_device_notice() and 0xFFFF) != 49266) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tah_ffi_checksum_method_tahmodel_new_session() and 0xFFFF) != 25808) {
@@ -1796,6 +1810,16 @@ public interface TahModelInterface {
     fun `contextLength`(): kotlin.UInt
     
     /**
+     * Where the model runs: `cpu`, or `gpu: <adapter> (<backend>)`.
+     */
+    fun `deviceName`(): kotlin.String
+    
+    /**
+     * Why a model asked for on the GPU runs on the CPU (`gpuFallback`).
+     */
+    fun `deviceNotice`(): kotlin.String?
+    
+    /**
      * A new, empty conversation with this model. Sessions are independent
      * and may generate concurrently.
      */
@@ -1919,6 +1943,38 @@ open class TahModel: Disposable, AutoCloseable, TahModelInterface
     callWithHandle {
     uniffiRustCall() { _status ->
     UniffiLib.uniffi_tah_ffi_fn_method_tahmodel_context_length(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Where the model runs: `cpu`, or `gpu: <adapter> (<backend>)`.
+     */override fun `deviceName`(): kotlin.String {
+            return FfiConverterString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_method_tahmodel_device_name(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Why a model asked for on the GPU runs on the CPU (`gpuFallback`).
+     */override fun `deviceNotice`(): kotlin.String? {
+            return FfiConverterOptionalString.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_method_tahmodel_device_notice(
         it,
         _status)
 }
@@ -2847,22 +2903,15 @@ public object FfiConverterTypeChatMessage: FfiConverterRustBuffer<ChatMessage> {
  */
 data class ComputeBackends (
     /**
-     * Where the model's tensors live: `"cpu"` (the only device the model
-     * runs on today).
+     * The library was built with the `gpu` feature (`Device.GPU` can load).
      */
-    var `modelDevice`: kotlin.String
+    var `gpuCompiled`: kotlin.Boolean
     , 
     /**
-     * The library was built with the `metal` feature (candle's Metal
-     * backend compiled in; Apple builds only).
+     * The GPU adapter a model on `Device.GPU` would use (`null`/`nil`
+     * without the feature or without a usable GPU).
      */
-    var `metalCompiled`: kotlin.Boolean
-    , 
-    /**
-     * A Metal device could be opened (only tried when compiled in). Nothing
-     * runs on it yet.
-     */
-    var `metalDeviceAvailable`: kotlin.Boolean
+    var `gpuAdapter`: kotlin.String?
     
 ){
     
@@ -2879,22 +2928,19 @@ data class ComputeBackends (
 public object FfiConverterTypeComputeBackends: FfiConverterRustBuffer<ComputeBackends> {
     override fun read(buf: ByteBuffer): ComputeBackends {
         return ComputeBackends(
-            FfiConverterString.read(buf),
             FfiConverterBoolean.read(buf),
-            FfiConverterBoolean.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
     override fun allocationSize(value: ComputeBackends) = (
-            FfiConverterString.allocationSize(value.`modelDevice`) +
-            FfiConverterBoolean.allocationSize(value.`metalCompiled`) +
-            FfiConverterBoolean.allocationSize(value.`metalDeviceAvailable`)
+            FfiConverterBoolean.allocationSize(value.`gpuCompiled`) +
+            FfiConverterOptionalString.allocationSize(value.`gpuAdapter`)
     )
 
     override fun write(value: ComputeBackends, buf: ByteBuffer) {
-            FfiConverterString.write(value.`modelDevice`, buf)
-            FfiConverterBoolean.write(value.`metalCompiled`, buf)
-            FfiConverterBoolean.write(value.`metalDeviceAvailable`, buf)
+            FfiConverterBoolean.write(value.`gpuCompiled`, buf)
+            FfiConverterOptionalString.write(value.`gpuAdapter`, buf)
     }
 }
 
@@ -3133,6 +3179,24 @@ data class ModelOptions (
      * How the KV cache stores keys and values (`null`/`nil`: f16).
      */
     var `kvPrecision`: KvPrecision? = null 
+    , 
+    /**
+     * Where the model runs (`null`/`nil`: the CPU). The GPU needs a library
+     * built with the `gpu` feature (the Android and iOS builds have it).
+     */
+    var `device`: Device? = null 
+    , 
+    /**
+     * On the GPU: use only an adapter whose name contains this.
+     */
+    var `gpuAdapter`: kotlin.String? = null 
+    , 
+    /**
+     * On the GPU: when the GPU cannot run the model, load it on the CPU
+     * instead (the reason is in `deviceNotice` and every `Stats`) rather
+     * than fail with `TahError.Gpu`.
+     */
+    var `gpuFallback`: kotlin.Boolean = false 
     
 ){
     
@@ -3153,6 +3217,9 @@ public object FfiConverterTypeModelOptions: FfiConverterRustBuffer<ModelOptions>
             FfiConverterOptionalUInt.read(buf),
             FfiConverterOptionalString.read(buf),
             FfiConverterOptionalTypeKvPrecision.read(buf),
+            FfiConverterOptionalTypeDevice.read(buf),
+            FfiConverterOptionalString.read(buf),
+            FfiConverterBoolean.read(buf),
         )
     }
 
@@ -3160,7 +3227,10 @@ public object FfiConverterTypeModelOptions: FfiConverterRustBuffer<ModelOptions>
             FfiConverterOptionalUInt.allocationSize(value.`threads`) +
             FfiConverterOptionalUInt.allocationSize(value.`contextLength`) +
             FfiConverterOptionalString.allocationSize(value.`tokenizerPath`) +
-            FfiConverterOptionalTypeKvPrecision.allocationSize(value.`kvPrecision`)
+            FfiConverterOptionalTypeKvPrecision.allocationSize(value.`kvPrecision`) +
+            FfiConverterOptionalTypeDevice.allocationSize(value.`device`) +
+            FfiConverterOptionalString.allocationSize(value.`gpuAdapter`) +
+            FfiConverterBoolean.allocationSize(value.`gpuFallback`)
     )
 
     override fun write(value: ModelOptions, buf: ByteBuffer) {
@@ -3168,6 +3238,9 @@ public object FfiConverterTypeModelOptions: FfiConverterRustBuffer<ModelOptions>
             FfiConverterOptionalUInt.write(value.`contextLength`, buf)
             FfiConverterOptionalString.write(value.`tokenizerPath`, buf)
             FfiConverterOptionalTypeKvPrecision.write(value.`kvPrecision`, buf)
+            FfiConverterOptionalTypeDevice.write(value.`device`, buf)
+            FfiConverterOptionalString.write(value.`gpuAdapter`, buf)
+            FfiConverterBoolean.write(value.`gpuFallback`, buf)
     }
 }
 
@@ -3219,6 +3292,16 @@ data class Stats (
      * Largest KV cache size during the generation, in bytes.
      */
     var `peakKvBytes`: kotlin.ULong
+    , 
+    /**
+     * Where the model ran: `cpu`, or `gpu: <adapter> (<backend>)`.
+     */
+    var `device`: kotlin.String
+    , 
+    /**
+     * Why a model asked for on the GPU ran on the CPU (`gpuFallback`).
+     */
+    var `deviceNotice`: kotlin.String?
     
 ){
     
@@ -3246,6 +3329,8 @@ public object FfiConverterTypeStats: FfiConverterRustBuffer<Stats> {
             FfiConverterDouble.read(buf),
             FfiConverterUInt.read(buf),
             FfiConverterULong.read(buf),
+            FfiConverterString.read(buf),
+            FfiConverterOptionalString.read(buf),
         )
     }
 
@@ -3260,7 +3345,9 @@ public object FfiConverterTypeStats: FfiConverterRustBuffer<Stats> {
             FfiConverterDouble.allocationSize(value.`passesPerToken`) +
             FfiConverterDouble.allocationSize(value.`hardTokenFraction`) +
             FfiConverterUInt.allocationSize(value.`depth2KvEntries`) +
-            FfiConverterULong.allocationSize(value.`peakKvBytes`)
+            FfiConverterULong.allocationSize(value.`peakKvBytes`) +
+            FfiConverterString.allocationSize(value.`device`) +
+            FfiConverterOptionalString.allocationSize(value.`deviceNotice`)
     )
 
     override fun write(value: Stats, buf: ByteBuffer) {
@@ -3275,6 +3362,8 @@ public object FfiConverterTypeStats: FfiConverterRustBuffer<Stats> {
             FfiConverterDouble.write(value.`hardTokenFraction`, buf)
             FfiConverterUInt.write(value.`depth2KvEntries`, buf)
             FfiConverterULong.write(value.`peakKvBytes`, buf)
+            FfiConverterString.write(value.`device`, buf)
+            FfiConverterOptionalString.write(value.`deviceNotice`, buf)
     }
 }
 
@@ -3338,6 +3427,46 @@ public object FfiConverterTypeTokenEvent: FfiConverterRustBuffer<TokenEvent> {
             FfiConverterUInt.write(value.`index`, buf)
     }
 }
+
+
+
+/**
+ * Where a model runs.
+ */
+
+enum class Device {
+    
+    CPU,
+    /**
+     * Metal on iOS, Vulkan on Android.
+     */
+    GPU;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeDevice: FfiConverterRustBuffer<Device> {
+    override fun read(buf: ByteBuffer) = try {
+        Device.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: Device) = 4UL
+
+    override fun write(value: Device, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
 
 
 
@@ -3690,6 +3819,19 @@ sealed class TahException: kotlin.Exception() {
     }
     
     /**
+     * The GPU could not load or run the model: no GPU (or a library built
+     * without GPU support), a shader its driver refused, a buffer over its
+     * limits, a device lost or hung. Load on the CPU, or with `gpuFallback`.
+     */
+    class Gpu(
+        
+        val `reason`: kotlin.String
+        ) : TahException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
      * A bug: an engine panic, a tensor backend failure, or a foreign callback
      * that failed unexpectedly.
      */
@@ -3735,7 +3877,10 @@ public object FfiConverterTypeTahError : FfiConverterRustBuffer<TahException> {
             5 -> TahException.Cancelled(
                 FfiConverterString.read(buf),
                 )
-            6 -> TahException.Internal(
+            6 -> TahException.Gpu(
+                FfiConverterString.read(buf),
+                )
+            7 -> TahException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -3765,6 +3910,11 @@ public object FfiConverterTypeTahError : FfiConverterRustBuffer<TahException> {
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is TahException.Cancelled -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is TahException.Gpu -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
@@ -3804,8 +3954,13 @@ public object FfiConverterTypeTahError : FfiConverterRustBuffer<TahException> {
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is TahException.Internal -> {
+            is TahException.Gpu -> {
                 buf.putInt(6)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is TahException.Internal -> {
+                buf.putInt(7)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -3938,6 +4093,38 @@ public object FfiConverterOptionalString: FfiConverterRustBuffer<kotlin.String?>
         } else {
             buf.put(1)
             FfiConverterString.write(value, buf)
+        }
+    }
+}
+
+
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterOptionalTypeDevice: FfiConverterRustBuffer<Device?> {
+    override fun read(buf: ByteBuffer): Device? {
+        if (buf.get().toInt() == 0) {
+            return null
+        }
+        return FfiConverterTypeDevice.read(buf)
+    }
+
+    override fun allocationSize(value: Device?): ULong {
+        if (value == null) {
+            return 1UL
+        } else {
+            return 1UL + FfiConverterTypeDevice.allocationSize(value)
+        }
+    }
+
+    override fun write(value: Device?, buf: ByteBuffer) {
+        if (value == null) {
+            buf.put(0)
+        } else {
+            buf.put(1)
+            FfiConverterTypeDevice.write(value, buf)
         }
     }
 }
