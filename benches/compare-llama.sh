@@ -105,7 +105,7 @@ write_report() {
         --meta "date=$(date -u -r "$run/tah.json" '+%Y-%m-%d %H:%M UTC')" \
         --meta "machine=$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(uname -sr)" \
         --meta "tah=$(cat "$run/tah-version"), release build; AMX ${amx//_/ }" \
-        --meta "llama.cpp=\`llama-bench\` built from $(cat "$run/llama-version"), CMake args \`$LLAMA_CMAKE_ARGS\`, target llama-bench only; run as \`$(cat "$run/llama-command")\` (weight repacking on: llama.cpp's default)" \
+        --meta "llama.cpp=\`llama-bench\` built from $(cat "$run/llama-version"), CMake args \`$LLAMA_CMAKE_ARGS\`, target llama-bench only; run as \`$(cat "$run/llama-command")\` (weight repacking on, llama.cpp's default, and off: two processes)" \
         --meta "llama.cpp CPU backend compile flags=\`${llama_flags:-unrecorded}\`" \
         --meta "model=random Qwen3-0.6B shapes (vocab 151936, hidden 1024, 28 layers, 16/8 heads, head_dim 128, FFN 3072, tied embedding): \`tah init-random --quant $quant --seed $seed\`; llama.cpp runs the \`--base-only\` twin (byte-identical base tensors)" \
         --meta "files=TaH $(du -m "$run/qwen3-0.6b-$quant-seed$seed-tah.gguf" | cut -f1) MiB, base-only $(du -m "$run/qwen3-0.6b-$quant-seed$seed-base.gguf" | cut -f1) MiB" \
@@ -153,17 +153,22 @@ main() {
 
     # -v: llama.cpp's log (buffer sizes) goes to llama.log; it logs at load
     # and when it builds a graph, not per token.
-    local llama_args=(-m "$base_model" -t "$threads" -p "$pp" -n "$tg" -r "$reps" --repack 1 -o json -v)
+    local llama_args=(-m "$base_model" -t "$threads" -p "$pp" -n "$tg" -r "$reps" -o json -v)
     echo "vendor/llama.cpp of llama-cpp-python $(sed -n 's/^VERSION=//p' "$ROOT/benches/llama-sources.sh") (PyPI sdist)" >"$run/llama-version"
-    echo "llama-bench ${llama_args[*]}" | sed "s|$run/||" >"$run/llama-command"
+    echo "llama-bench ${llama_args[*]} --repack 1|0" | sed "s|$run/||" >"$run/llama-command"
     : >"$run/llama.log"
     local i llama_rounds=() tah_rounds=()
     for ((i = 1; i <= rounds; i++)); do
-        echo "round $i/$rounds: llama-bench pp$pp, tg$tg, $threads thread(s), $reps repetition(s)"
-        python3 "$ROOT/benches/compare.py" run "$run/llama-bench.json.$i" -- \
-            "$LLAMA_BENCH" "${llama_args[@]}" 2>>"$run/llama.log" \
-            || { tail -20 "$run/llama.log" >&2; exit 1; }
-        python3 "$ROOT/benches/compare.py" llama-bench "$run/llama-bench.json.$i" "$run/llama.json.$i"
+        # Repacking on (llama.cpp's default) and off, each in its own process
+        # (its own peak RSS).
+        for repack in 1 0; do
+            echo "round $i/$rounds: llama-bench pp$pp, tg$tg, $threads thread(s), $reps repetition(s), --repack $repack"
+            python3 "$ROOT/benches/compare.py" run "$run/llama-bench-repack$repack.json.$i" -- \
+                "$LLAMA_BENCH" "${llama_args[@]}" --repack "$repack" 2>>"$run/llama.log" \
+                || { tail -20 "$run/llama.log" >&2; exit 1; }
+        done
+        python3 "$ROOT/benches/compare.py" llama-bench "$run/llama.json.$i" \
+            "$run/llama-bench-repack1.json.$i" "$run/llama-bench-repack0.json.$i"
         echo "round $i/$rounds: tah never, decider (--hard-rate $hard_rate), always"
         python3 "$ROOT/benches/compare.py" run "$run/tah.json.$i" -- \
             "$tah" bench --model "$tah_model" --threads "$threads" -p "$pp" -n "$tg" \

@@ -6,10 +6,12 @@
         show that `--threads 1` means one thread of work, and the peak RSS of
         its largest process (the kernel's maximum resident set of CMD, which
         is the engine itself: no wrapper in between).
-    compare.py llama-bench RAW.json OUT.json  turns `llama-bench -o json`
-        output (run through `run`) into the rows of `tah bench --json`: tok/s
-        median and min-max of its samples, and the peak RSS from RAW.json.proc
-        (llama-bench reports no load time or time to first token: null).
+    compare.py llama-bench OUT.json RAW.json...  turns `llama-bench -o json`
+        outputs (each run through `run`) into the rows of `tah bench --json`:
+        tok/s median and min-max of its samples, the peak RSS of its process
+        from RAW.json.proc, mode `base` (repack on, llama.cpp's default) or
+        `base-norepack` (llama-bench reports no load time or time to first
+        token: null); OUT.json.proc adds up the processes.
     compare.py merge OUT.json IN.json...  merges the rows of several rounds
         (same mode and test): median tok/s, min-max over every repetition,
         largest peak RSS, median load and ttft; and their .proc files.
@@ -85,9 +87,19 @@ def run(out_path, cmd):
 LLAMA_BENCH_SETTINGS = ("build_commit", "cpu_info", "n_batch", "n_ubatch", "type_k", "type_v", "flash_attn", "repack", "load_mode", "model_size")
 
 
-def from_llama_bench(raw_path, out_path):
-    with open(raw_path + ".proc") as f:
-        proc = json.load(f)
+def from_llama_bench(out_path, raw_paths):
+    rows, procs = [], []
+    for raw_path in raw_paths:
+        with open(raw_path + ".proc") as f:
+            procs.append(json.load(f))
+        rows += llama_bench_rows(raw_path, procs[-1])
+    with open(out_path, "w") as f:
+        json.dump(rows, f)
+    with open(out_path + ".proc", "w") as f:
+        json.dump(sum_procs(procs), f)
+
+
+def llama_bench_rows(raw_path, proc):
     rows = []
     for t in json.load(open(raw_path)):
         test = f"pp{t['n_prompt']}" if t["n_gen"] == 0 else f"tg{t['n_gen']}"
@@ -97,7 +109,7 @@ def from_llama_bench(raw_path, out_path):
         rows.append(
             {
                 "engine": "llama.cpp",
-                "mode": "base",
+                "mode": "base" if t["repack"] else "base-norepack",
                 "test": test,
                 "threads": t["n_threads"],
                 "tok_per_s": statistics.median(speeds),
@@ -111,10 +123,17 @@ def from_llama_bench(raw_path, out_path):
                 "llama_bench": {k: t.get(k) for k in LLAMA_BENCH_SETTINGS},
             }
         )
-    with open(out_path, "w") as f:
-        json.dump(rows, f)
-    with open(out_path + ".proc", "w") as f:
-        json.dump(proc, f)
+    return rows
+
+
+def sum_procs(procs):
+    """Several processes (rounds, or llama-bench runs) as one: summed times, the largest thread count and peak."""
+    return {
+        "wall_s": sum(p["wall_s"] for p in procs),
+        "cpu_s": sum(p["cpu_s"] for p in procs),
+        "max_threads_per_process": max(p["max_threads_per_process"] for p in procs),
+        "peak_rss_bytes": max(p.get("peak_rss_bytes", 0) for p in procs),
+    }
 
 
 def median_or_none(values):
@@ -139,15 +158,7 @@ def merge(out_path, in_paths):
         json.dump(merged, f)
     procs = [json.load(open(p + ".proc")) for p in in_paths]
     with open(out_path + ".proc", "w") as f:
-        json.dump(
-            {
-                "wall_s": sum(p["wall_s"] for p in procs),
-                "cpu_s": sum(p["cpu_s"] for p in procs),
-                "max_threads_per_process": max(p["max_threads_per_process"] for p in procs),
-                "peak_rss_bytes": max(p.get("peak_rss_bytes", 0) for p in procs),
-            },
-            f,
-        )
+        json.dump(sum_procs(procs), f)
 
 
 # An engine with fewer CPU seconds than this share of wall time x threads was
@@ -176,7 +187,7 @@ def target_values(tah, llama, pp, tg):
     never_pp, never_tg = find(tah, "never", f"pp{pp}"), find(tah, "never", f"tg{tg}")
     dec_tg = find(tah, "decider", f"tg{tg}")
     tah_peak = max((r["peak_rss_bytes"] for r in tah if r["mode"] in ("never", "decider")), default=None)
-    l_peak = max(r["peak_rss_bytes"] for r in llama)
+    l_peak = max((r["peak_rss_bytes"] for r in llama if r["mode"] == "base"), default=None)
     return [
         ratio(never_tg and never_tg["tok_per_s"], l_tg and l_tg["tok_per_s"]),
         ratio(never_pp and never_pp["tok_per_s"], l_pp and l_pp["tok_per_s"]),
@@ -216,7 +227,9 @@ def report(args):
         "tok/s: median of the repetitions (min-max), each engine timing itself (llama-bench: its `samples_ts`). ppN: prefill of N tokens in one batch. "
         "tgN: N decode steps, for tah after a 16-token prompt (whose prefill is the time to first token, ttft), for llama-bench from an empty context (positions 0 to N-1, after one warm-up token). "
         "Peak RSS: the engine process's maximum resident set; llama-bench runs every test in one process, so its rows share one peak. "
-        "n/r: not reported by llama-bench (it times neither loading nor a first token).",
+        "n/r: not reported by llama-bench (it times neither loading nor a first token). "
+        "llama.cpp `base`: its default, load-time repacking of the weights into interleaved heap copies on (`--repack 1`); `base-norepack`: `--repack 0`, "
+        "its kernels read the mapped file, in a process of its own. The targets compare with `base`.",
         "",
         "| engine | mode | test | threads | tok/s (min-max) | passes/token | peak RSS MiB | load ms | ttft ms |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
@@ -227,7 +240,7 @@ def report(args):
                 f"| {engine} | {r['mode']} | {r['test']} | {r['threads']} | {r['tok_per_s']:.2f} ({r['tok_per_s_min']:.2f}-{r['tok_per_s_max']:.2f}) "
                 f"| {r['passes_per_token']:.3f} | {mib(r['peak_rss_bytes']):.1f} | {ms(r['load_ms'])} | {ms(r['ttft_ms'])} |"
             )
-    settings = llama[0].get("llama_bench", {})
+    settings = next((r["llama_bench"] for r in llama if r["mode"] == "base"), {})
     if settings:
         lines += ["", "llama-bench's settings (from its JSON): " + ", ".join(f"{k} {v}" for k, v in settings.items()) + "."]
     lines += [
@@ -238,7 +251,7 @@ def report(args):
     ]
     for name, p in procs.items():
         lines.append(
-            f"- {name}: {p['max_threads_per_process']} threads, CPU/wall {p['cpu_s'] / p['wall_s']:.2f} ({p['cpu_s']:.1f} s / {p['wall_s']:.1f} s), "
+            f"- {name}{' (both llama-bench processes)' if name == 'llama.cpp' else ''}: {p['max_threads_per_process']} threads, CPU/wall {p['cpu_s'] / p['wall_s']:.2f} ({p['cpu_s']:.1f} s / {p['wall_s']:.1f} s), "
             f"peak RSS {mib(p.get('peak_rss_bytes', 0)):.1f} MiB"
         )
     busy = [name for name, p in procs.items() if p["cpu_s"] < BUSY_CPU_SHARE * p["wall_s"] * args.threads]
@@ -293,7 +306,7 @@ def report(args):
         if buffers and buffers[0] in buffers[1:]:
             buffers = buffers[: buffers.index(buffers[0], 1)]
         if buffers:
-            lines += ["", "llama.cpp's buffers in one round (from its log; the pp and tg tests each make a context):", "", "```"] + buffers + ["```"]
+            lines += ["", "llama.cpp's buffers with repacking on, first round (from its log; the pp and tg tests each make a context):", "", "```"] + buffers + ["```"]
     with open(args.out, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -302,8 +315,8 @@ def main():
     if len(sys.argv) > 3 and sys.argv[1] == "merge":
         merge(sys.argv[2], sys.argv[3:])
         return
-    if len(sys.argv) == 4 and sys.argv[1] == "llama-bench":
-        from_llama_bench(sys.argv[2], sys.argv[3])
+    if len(sys.argv) > 3 and sys.argv[1] == "llama-bench":
+        from_llama_bench(sys.argv[2], sys.argv[3:])
         return
     if len(sys.argv) > 2 and sys.argv[1] == "run":
         if "--" not in sys.argv:
