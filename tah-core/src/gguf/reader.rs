@@ -253,10 +253,6 @@ impl GgufFile {
         Some(&self.mmap[info.offset..info.offset + info.len])
     }
 
-    pub(crate) fn mmap(&self) -> &Arc<Mmap> {
-        &self.mmap
-    }
-
     fn info_checked(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo> {
         let info = self.tensors.get(name).ok_or_else(|| Error::MissingTensor {
             path: self.path.clone(),
@@ -276,7 +272,19 @@ impl GgufFile {
     /// A `[rows, cols]` matrix left in the mapping.
     pub fn mapped(&self, name: &str, rows: usize, cols: usize) -> Result<MappedMatrix> {
         let info = self.info_checked(name, &[rows, cols])?;
-        MappedMatrix::new(self, name, info)
+        self.matrix_at(name, info)
+    }
+
+    /// The tensor `info` (named `name`) viewed in place.
+    fn matrix_at(&self, name: &str, info: &TensorInfo) -> Result<MappedMatrix> {
+        MappedMatrix::new(
+            self.mmap.clone(),
+            info.offset,
+            info.len,
+            info.dtype,
+            &info.shape,
+        )
+        .ok_or_else(|| Error::gguf(&self.path, GgufProblem::Misaligned(name.to_string())))
     }
 
     pub(crate) fn metadata_error(&self, key: &str, reason: impl Into<String>) -> Error {
@@ -413,7 +421,7 @@ impl WeightSource for GgufSource {
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let gguf_name = self.name(name)?;
         let info = self.file.info_checked(&gguf_name, shape)?;
-        let matrix = MappedMatrix::new(&self.file, &gguf_name, info)?;
+        let matrix = self.file.matrix_at(&gguf_name, info)?;
         let data = matrix.dequantize_all()?;
         let tensor = Tensor::from_vec(data, shape, &Device::Cpu)?;
         check_finite(&tensor, &self.file.path, &gguf_name)?;
