@@ -73,37 +73,38 @@ fn generate_without_model_works_the_readme_question() {
     assert_eq!(answer.trim_end(), "7+9=16\n4+8+1=13\n3+5+1=9\n#### 936");
 }
 
-/// `(N/M correct)` of each mode row of a `tah eval` table.
-fn mode_rows(table: &str) -> Vec<(usize, usize)> {
-    table
+/// `tah eval` without `--model` on the first `limit` problems of the
+/// committed test split, `never` and `decider`: the table and the
+/// `(N/M correct)` of its two mode rows.
+fn eval_default(limit: &str) -> (String, Vec<(usize, usize)>) {
+    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/arith-test.jsonl");
+    let args = [
+        "eval",
+        "--data",
+        data,
+        "--limit",
+        limit,
+        "--modes",
+        "never,decider",
+    ];
+    let table = tah(&args, None);
+    let rows: Vec<(usize, usize)> = table
         .lines()
         .filter(|l| l.ends_with("correct)"))
         .filter_map(|l| {
             let (n, m) = l.rsplit('(').next()?.split_once('/')?;
             Some((n.parse().ok()?, m.split(' ').next()?.parse().ok()?))
         })
-        .collect()
+        .collect();
+    assert_eq!(rows.len(), 2, "{table}");
+    (table, rows)
 }
 
 #[test]
 fn eval_without_model_solves_held_out_problems() {
-    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/arith-test.jsonl");
-    let table = tah(
-        &[
-            "eval",
-            "--data",
-            data,
-            "--limit",
-            "50",
-            "--modes",
-            "never,decider",
-        ],
-        None,
-    );
     // The shipped model scores ~69% on the full split; one that no longer
     // loads right or lost its training scores ~0%.
-    let rows = mode_rows(&table);
-    assert_eq!(rows.len(), 2, "{table}");
+    let (table, rows) = eval_default("50");
     for (correct, questions) in rows {
         assert!(correct * 2 >= questions, "{correct}/{questions}:\n{table}");
     }
@@ -142,22 +143,8 @@ fn chat_answers_later_questions_as_well_as_the_first() {
 #[test]
 #[ignore = "needs the curriculum-trained default model (#19, not shipped yet)"]
 fn eval_without_model_reports_every_kind() {
-    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/arith-test.jsonl");
-    let table = tah(
-        &[
-            "eval",
-            "--data",
-            data,
-            "--limit",
-            "60",
-            "--modes",
-            "never,decider",
-        ],
-        None,
-    );
     // The curriculum split (models/README): every kind and chats.
-    let rows = mode_rows(&table);
-    assert_eq!(rows.len(), 2, "{table}");
+    let (table, rows) = eval_default("60");
     for (correct, questions) in rows {
         assert!(
             correct * 10 >= questions * 8,
