@@ -3,6 +3,7 @@
 //! conversation keeps its own [`KvCache`].
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use crate::chat_template::ChatTemplate;
@@ -10,6 +11,7 @@ use crate::config::{read_json, LoraConfig, Qwen3Config, TahConfig};
 use crate::decider::{bf16_threshold, Decider, DeciderFile};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
+use crate::gguf::mapping::{Mapping, ModelFile};
 use crate::iteration::{IterationMode, IterationPolicy};
 use crate::kv_cache::{KvCache, KvPrecision};
 use crate::model::{LoraWeights, Model};
@@ -42,6 +44,16 @@ pub struct TahModel {
     /// Wall time of [`TahModel::load`], reported in generation stats.
     load_ms: f64,
     notice: Option<String>,
+    /// The mapped model file (GGUF models), whose pages a trim releases.
+    mapping: Option<MappedModel>,
+    /// See [`TahModel::fingerprint`]; computed on first use for mapped files.
+    fingerprint: OnceLock<u64>,
+}
+
+/// A GGUF model's mapping and where its tensor data starts.
+pub(crate) struct MappedModel {
+    pub mapping: Arc<Mapping>,
+    pub header_len: usize,
 }
 
 /// What a format-specific loader hands to [`TahModel::assemble`].
@@ -54,6 +66,10 @@ pub(crate) struct LoadedParts {
     pub chat_template: Option<ChatTemplate>,
     /// Shown to the user once (e.g. "no TaH parts: plain Qwen3").
     pub notice: Option<String>,
+    /// A GGUF model's mapping; None for a checkpoint directory.
+    pub mapping: Option<MappedModel>,
+    /// Known at load time (directories); mapped files compute it lazily.
+    pub fingerprint: Option<u64>,
 }
 
 impl TahModel {
@@ -64,7 +80,7 @@ impl TahModel {
         let mut model = if path.is_dir() {
             load_hf_dir(path, options)?
         } else if path.is_file() {
-            crate::gguf::load::load(path, options)?
+            crate::gguf::load::load(ModelFile::open(path)?, options)?
         } else {
             return Err(Error::io(
                 path,
@@ -73,6 +89,45 @@ impl TahModel {
         };
         model.load_ms = started.elapsed().as_secs_f64() * 1e3;
         Ok(model)
+    }
+
+    /// Loads a `.gguf` model from an open file or a region of one (see
+    /// [`ModelFile::from_descriptor`]): the bytes are mapped in place.
+    pub fn load_file(file: ModelFile, options: &LoadOptions) -> Result<Self> {
+        let started = Instant::now();
+        let mut model = crate::gguf::load::load(file, options)?;
+        model.load_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(model)
+    }
+
+    /// Fails (with [`crate::GgufProblem::ShrankAfterLoad`]) when the mapped
+    /// model file has been truncated since it was loaded, where reading its
+    /// weights would crash the process. Sessions check it before every
+    /// generation.
+    pub fn check_weights_intact(&self) -> Result<()> {
+        self.mapping
+            .as_ref()
+            .map_or(Ok(()), |m| m.mapping.check_intact())
+    }
+
+    /// Drops the mapped weights' pages from the resident set (they are read
+    /// back from the file on their next use, unchanged) and returns the
+    /// resident bytes released. A checkpoint directory's weights live on the
+    /// heap: nothing to release there.
+    pub fn release_weight_pages(&self) -> usize {
+        self.mapping
+            .as_ref()
+            .map_or(0, |m| m.mapping.release_resident_pages())
+    }
+
+    /// The model's identity for saved session states: a hash of its files'
+    /// headers and of samples of its weights (`crate::fingerprint`).
+    pub fn fingerprint(&self) -> u64 {
+        *self.fingerprint.get_or_init(|| {
+            self.mapping.as_ref().map_or(0, |m| {
+                crate::fingerprint::of_bytes(m.mapping.bytes(), m.header_len)
+            })
+        })
     }
 
     /// How long [`TahModel::load`] took, in milliseconds.
@@ -93,6 +148,10 @@ impl TahModel {
                 "context length must be positive".into(),
             ));
         }
+        let fingerprint = OnceLock::new();
+        if let Some(known) = parts.fingerprint {
+            let _ = fingerprint.set(known);
+        }
         Ok(TahModel {
             net: parts.net,
             decider: parts.decider,
@@ -105,6 +164,8 @@ impl TahModel {
             kv_precision: options.kv_precision,
             load_ms: 0.0,
             notice: parts.notice,
+            mapping: parts.mapping,
+            fingerprint,
         })
     }
 
@@ -268,6 +329,8 @@ fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {
             tokenizer,
             chat_template,
             notice,
+            mapping: None,
+            fingerprint: Some(crate::fingerprint::of_dir(dir)?),
         },
         options,
     )
