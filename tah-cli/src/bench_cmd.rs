@@ -22,7 +22,7 @@ pub struct BenchArgs {
     /// Worker threads (default: all cores).
     #[arg(long, short = 't')]
     threads: Option<usize>,
-    /// Prompt lengths to prefill (one test each, "ppN").
+    /// Prompt lengths to prefill (one test each, "ppN"; 0: none).
     #[arg(
         short = 'p',
         long = "n-prompt",
@@ -30,7 +30,7 @@ pub struct BenchArgs {
         default_value = "128,512"
     )]
     prompt_lengths: Vec<usize>,
-    /// Tokens to generate (one test each, "tgN").
+    /// Tokens to generate (one test each, "tgN"; 0: none).
     #[arg(
         short = 'n',
         long = "n-gen",
@@ -216,13 +216,13 @@ fn run_mode(args: &BenchArgs) -> anyhow::Result<Vec<Row>> {
         .vocab_size
         .min(model.tokenizer().map_or(usize::MAX, |t| t.vocab_size()));
     let mut rows = Vec::new();
-    for &n in &args.prompt_lengths {
+    for &n in args.prompt_lengths.iter().filter(|&&n| n > 0) {
         let samples = measure(args.reps, || {
             prefill(&model, &prompt_ids(n, vocab), policy, args.chunk)
         })?;
         rows.push(row(mode, format!("pp{n}"), threads, &samples, load_ms));
     }
-    for &n in &args.gen_lengths {
+    for &n in args.gen_lengths.iter().filter(|&&n| n > 0) {
         let samples = measure(args.reps, || {
             decode(&model, &prompt_ids(16, vocab), n, policy)
         })?;

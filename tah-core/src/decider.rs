@@ -9,7 +9,7 @@ use candle_nn::LayerNorm;
 
 use crate::config::DeciderConfig;
 use crate::error::{Error, Result};
-use crate::matmul::dense_matmul_t;
+use crate::kernels::dense::dense_matmul_t;
 use crate::torch_pickle::{TorchCheckpoint, TorchTensor};
 use crate::weights::{SafetensorsSource, WeightBuilder, WeightSource};
 

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use candle_core::{Device, Tensor};
 
+use crate::decider::{bf16_threshold, Decider};
 use crate::error::{Error, Result};
 use crate::kv_cache::KvCache;
 use crate::logits::TopK;
@@ -134,6 +135,20 @@ pub struct ChunkOutput {
 }
 
 impl TahModel {
+    /// The threshold `policy` amounts to: `never` is 1.0 and `always` -1.0,
+    /// exactly as the reference implements them.
+    pub fn effective_threshold(&self, policy: &IterationPolicy) -> f32 {
+        match policy.mode {
+            IterationMode::Never => 1.0,
+            IterationMode::Always => -1.0,
+            IterationMode::Decider => policy
+                .threshold
+                .map(bf16_threshold)
+                .or(self.decider.as_ref().map(Decider::threshold))
+                .unwrap_or(1.0),
+        }
+    }
+
     /// Runs `ids` (at the positions following the cache) through the TaH loop.
     /// On error (including cancellation) the cache is rolled back to where it was.
     pub fn forward_chunk(

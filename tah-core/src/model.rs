@@ -10,6 +10,8 @@ use candle_core::Tensor;
 use crate::config::{LoraConfig, Qwen3Config};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
+use crate::kernels::dense::with_f32_values;
+use crate::kernels::elementwise;
 use crate::kv_cache::{KvCache, KvShape};
 use crate::weights::{Matrix, WeightBuilder};
 
@@ -33,14 +35,17 @@ impl RotaryEmbedding {
     pub fn apply(&self, rows: &mut [f32], positions: &[u32], heads: usize) {
         let half = self.inv_freq.len();
         let head_dim = 2 * half;
+        let (mut cos, mut sin) = (vec![0f32; half], vec![0f32; half]);
         for (token, &p) in rows.chunks_mut(heads * head_dim).zip(positions) {
-            for (j, &f) in self.inv_freq.iter().enumerate() {
-                let angle = p as f32 * f;
-                let (sin, cos) = angle.sin_cos();
-                for head in token.chunks_mut(head_dim) {
-                    let (x1, x2) = (head[j], head[j + half]);
-                    head[j] = x1 * cos - x2 * sin;
-                    head[j + half] = x2 * cos + x1 * sin;
+            // The token's angles once; then every head rotates its two
+            // halves in one loop over j (which vectorizes).
+            for ((c, s), &f) in cos.iter_mut().zip(&mut sin).zip(&self.inv_freq) {
+                (*s, *c) = (p as f32 * f).sin_cos();
+            }
+            for head in token.chunks_exact_mut(head_dim) {
+                let (x1, x2) = head.split_at_mut(half);
+                for (((a, b), c), s) in x1.iter_mut().zip(x2).zip(&cos).zip(&sin) {
+                    (*a, *b) = (*a * c - *b * s, *b * c + *a * s);
                 }
             }
         }
@@ -119,20 +124,33 @@ impl<'a> LoraWeights<'a> {
 
 #[derive(Clone, Debug)]
 pub struct RmsNorm {
-    weight: Tensor,
+    weight: Vec<f32>,
     eps: f32,
 }
 
 impl RmsNorm {
     pub fn new(vb: &WeightBuilder, name: &str, size: usize, eps: f64) -> Result<Self> {
         Ok(RmsNorm {
-            weight: vb.tensor(&format!("{name}.weight"), &[size])?,
+            weight: vb.tensor(&format!("{name}.weight"), &[size])?.to_vec1()?,
             eps: eps as f32,
         })
     }
 
+    /// Each row of `x` (its last dimension) normalized.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::ops::rms_norm(x, &self.weight, self.eps)?)
+        if x.dims().last() != Some(&self.weight.len()) {
+            return Err(Error::InvalidArgument(format!(
+                "RMSNorm of width {} on a {:?} tensor",
+                self.weight.len(),
+                x.dims()
+            )));
+        }
+        let mut out = vec![0f32; x.elem_count()];
+        with_f32_values(x, |values| {
+            elementwise::rms_norm(values, &self.weight, self.eps, &mut out);
+            Ok(())
+        })?;
+        Ok(Tensor::from_vec(out, x.shape(), x.device())?)
     }
 }
 
@@ -154,9 +172,16 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: &Tensor, depth: usize) -> Result<Tensor> {
-        let gate = self.gate_proj.forward(x, depth)?.silu()?;
+        let gate = self.gate_proj.forward(x, depth)?;
         let up = self.up_proj.forward(x, depth)?;
-        self.down_proj.forward(&(gate * up)?, depth)
+        // SwiGLU: silu(gate) * up.
+        let mut hidden = gate.flatten_all()?.to_vec1::<f32>()?;
+        with_f32_values(&up, |up| {
+            elementwise::silu_mul(&mut hidden, up);
+            Ok(())
+        })?;
+        let hidden = Tensor::from_vec(hidden, gate.shape(), x.device())?;
+        self.down_proj.forward(&hidden, depth)
     }
 }
 

@@ -26,7 +26,7 @@ impl Matrix {
     /// `x` is `[n, in]`.
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Matrix::Dense(w) => crate::matmul::dense_matmul_t(x, w),
+            Matrix::Dense(w) => crate::kernels::dense::dense_matmul_t(x, w),
             Matrix::Mapped(m) => m.forward(x),
         }
     }
@@ -42,7 +42,9 @@ impl Matrix {
         visit: &mut dyn FnMut(usize, &[f32]) -> Result<()>,
     ) -> Result<()> {
         match self {
-            Matrix::Mapped(m) if x.dim(0)? > crate::matmul::FEW_ROWS => m.forward_panels(x, visit),
+            Matrix::Mapped(m) if x.dim(0)? > crate::kernels::dense::FEW_ROWS => {
+                m.forward_panels(x, visit)
+            }
             _ => visit(0, &self.forward(x)?.flatten_all()?.to_vec1::<f32>()?),
         }
     }

@@ -5,7 +5,7 @@
 //!
 //! - [`reader`]: strict, bounds-checked parser over a memory map.
 //! - [`mapped`]: weight matrices that stay in the mapping (no heap copy);
-//!   their products: [`q4k_int8`] (AVX-512 VNNI), [`amx`] (AMX tiles).
+//!   their products run in [`crate::kernels`].
 //! - [`writer`] / [`plan`] / [`convert`]: `tah convert` (HF directory -> GGUF);
 //!   [`requantize`]: GGUF -> GGUF at another type.
 //! - [`random`]: `tah init-random` (random weights, real shapes, for benchmarks);
@@ -21,15 +21,12 @@
 //!   (`[r, in]`) and `...lora_b` (`[out, r]`) for every target module;
 //! - decider: `tah.decider.<PyTorch state-dict name>`.
 
-pub mod amx;
 pub mod convert;
-pub mod dequant;
 pub mod load;
 pub mod mapped;
 pub mod mapping;
 pub mod names;
 pub mod plan;
-pub mod q4k_int8;
 pub mod random;
 pub mod reader;
 pub mod requantize;

@@ -9,7 +9,6 @@ use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
-use memmap2::Mmap;
 
 use super::mapped::MappedMatrix;
 use super::mapping::{Mapping, ModelFile};
@@ -254,10 +253,6 @@ impl GgufFile {
         Some(&self.mapping.bytes()[info.offset..info.offset + info.len])
     }
 
-    pub(crate) fn mmap(&self) -> &Arc<Mmap> {
-        self.mapping.mmap()
-    }
-
     /// The mapped bytes, which outlive this parsed view.
     pub fn mapping(&self) -> &Arc<Mapping> {
         &self.mapping
@@ -287,7 +282,19 @@ impl GgufFile {
     /// A `[rows, cols]` matrix left in the mapping.
     pub fn mapped(&self, name: &str, rows: usize, cols: usize) -> Result<MappedMatrix> {
         let info = self.info_checked(name, &[rows, cols])?;
-        MappedMatrix::new(self, name, info)
+        self.matrix_at(name, info)
+    }
+
+    /// The tensor `info` (named `name`) viewed in place.
+    fn matrix_at(&self, name: &str, info: &TensorInfo) -> Result<MappedMatrix> {
+        MappedMatrix::new(
+            Arc::clone(self.mapping.mmap()),
+            info.offset,
+            info.len,
+            info.dtype,
+            &info.shape,
+        )
+        .ok_or_else(|| Error::gguf(&self.path, GgufProblem::Misaligned(name.to_string())))
     }
 
     pub(crate) fn metadata_error(&self, key: &str, reason: impl Into<String>) -> Error {
@@ -424,7 +431,7 @@ impl WeightSource for GgufSource {
     fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
         let gguf_name = self.name(name)?;
         let info = self.file.info_checked(&gguf_name, shape)?;
-        let matrix = MappedMatrix::new(&self.file, &gguf_name, info)?;
+        let matrix = self.file.matrix_at(&gguf_name, info)?;
         let data = matrix.dequantize_all()?;
         let tensor = Tensor::from_vec(data, shape, &Device::Cpu)?;
         check_finite(&tensor, &self.file.path, &gguf_name)?;

@@ -11,13 +11,12 @@
 use rayon::prelude::*;
 
 use super::{KvCache, KvShape, VectorStore};
+use crate::kernels::dense::gemm_into;
+use crate::kernels::elementwise::softmax_in_place;
 
 /// Queries per block: enough rows for the GEMM to pay off, few enough that
 /// the causal rectangle (computed whole, then masked) wastes little.
 const QUERY_BLOCK: usize = 64;
-
-/// A matrix operand: `(data, row stride, column stride)`.
-type Operand<'a> = (&'a [f32], usize, usize);
 
 impl KvCache {
     /// Duo-causal attention of `layer` for queries `q` (`[n][num_heads][head_dim]`,
@@ -193,119 +192,6 @@ struct QueryBlock<'a> {
     prefixes: &'a [Vec<usize>],
 }
 
-/// `dst = [dst +] scale * a b` for `(m, n, k)`: `a` is `m x k`, `b` is `k x n`,
-/// `dst` is row-major with `dst_stride` floats between rows.
-fn gemm_into(
-    (m, n, k): (usize, usize, usize),
-    dst: &mut [f32],
-    dst_stride: usize,
-    accumulate: bool,
-    a: Operand,
-    b: Operand,
-    scale: f32,
-) {
-    if m == 0 || n == 0 || k == 0 {
-        if !accumulate {
-            for row in dst.chunks_mut(dst_stride).take(m) {
-                row[..n].fill(0.0);
-            }
-        }
-        return;
-    }
-    // The GEMM reads and writes through raw pointers: every element it may
-    // touch must lie inside the slices.
-    let last = |(data, rs, cs): Operand, rows: usize, cols: usize| {
-        assert!((rows - 1) * rs + (cols - 1) * cs < data.len());
-        data.as_ptr()
-    };
-    let (a_ptr, b_ptr) = (last(a, m, k), last(b, k, n));
-    assert!((m - 1) * dst_stride + n <= dst.len());
-    // SAFETY: the asserts above keep every accessed element in bounds; `dst`
-    // is borrowed mutably, so it does not alias `a` or `b`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_stride as isize,
-            accumulate,
-            a_ptr,
-            a.2 as isize,
-            a.1 as isize,
-            b_ptr,
-            b.2 as isize,
-            b.1 as isize,
-            1.0,
-            scale,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        )
-    }
-}
-
-fn softmax_in_place(xs: &mut [f32]) {
-    let max = xs.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    for x in xs.iter_mut() {
-        *x = exp_non_positive(*x - max);
-    }
-    let inverse = 1.0 / lane_sum(xs);
-    for x in xs.iter_mut() {
-        *x *= inverse;
-    }
-}
-
-/// A sum in sixteen independent lanes: a single running f32 sum is a
-/// serial chain the compiler may not reorder.
-fn lane_sum(xs: &[f32]) -> f32 {
-    let mut lanes = [0f32; 16];
-    let chunks = xs.chunks_exact(16);
-    let tail: f32 = chunks.remainder().iter().sum();
-    for chunk in chunks {
-        for (lane, x) in lanes.iter_mut().zip(chunk) {
-            *lane += x;
-        }
-    }
-    lanes.iter().sum::<f32>() + tail
-}
-
-/// `e^x` for `x <= 0` (within 3e-7 relative; 0 below -87, so masked scores weigh
-/// exactly nothing). Plain arithmetic the compiler vectorizes, unlike a
-/// libm call per score, which took ~4% of a prefill.
-#[inline(always)]
-fn exp_non_positive(x: f32) -> f32 {
-    const LN2_HI: f32 = 0.693_145_75;
-    const LN2_LO: f32 = 1.428_606_8e-6;
-    // x = n ln2 + r with |r| <= ln2 / 2, then e^r by its Taylor series.
-    let x = x.max(-87.0);
-    // Adding and removing 1.5 * 2^23 rounds to the nearest integer without
-    // a libm call (`round` is one on baseline x86-64).
-    const ROUND: f32 = 12_582_912.0;
-    let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
-    let r = (x - n * LN2_HI) - n * LN2_LO;
-    let mut p = 1.0 / 5040.0;
-    for c in [
-        1.0 / 720.0,
-        1.0 / 120.0,
-        1.0 / 24.0,
-        1.0 / 6.0,
-        0.5,
-        1.0,
-        1.0,
-    ] {
-        p = p * r + c;
-    }
-    let scaled = p * f32::from_bits(((n as i32 + 127) as u32) << 23);
-    if x <= -87.0 {
-        0.0
-    } else {
-        scaled
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -368,21 +254,6 @@ mod tests {
         (0..head_dim)
             .map(|j| logits.iter().zip(&values).map(|(w, v)| w * v[j]).sum())
             .collect()
-    }
-
-    #[test]
-    fn exp_matches_libm_on_non_positive_inputs() {
-        for i in 0..=100_000 {
-            let x = -90.0 * i as f32 / 100_000.0;
-            let (got, want) = (exp_non_positive(x), x.exp());
-            if x <= -87.0 {
-                assert_eq!(got, 0.0, "{x}");
-            } else {
-                assert!((got - want).abs() <= 3e-7 * want, "{x}: {got} vs {want}");
-            }
-        }
-        assert_eq!(exp_non_positive(f32::NEG_INFINITY), 0.0);
-        assert_eq!(exp_non_positive(0.0), 1.0);
     }
 
     /// The blocked attention equals dense masked attention, for chunks

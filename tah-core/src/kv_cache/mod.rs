@@ -136,7 +136,7 @@ impl VectorStore {
             }
             VectorStore::F16(v) => {
                 scratch.resize(n * head_dim, 0.0);
-                widen_f16_rows(v, head, heads, head_dim, scratch);
+                crate::kernels::widen_f16_rows(v, head, heads, head_dim, scratch);
                 (scratch, head_dim)
             }
             VectorStore::Q8 { .. } => {
@@ -173,54 +173,6 @@ impl VectorStore {
             VectorStore::Q8 { values, scales } => {
                 values.shrink_to_fit();
                 scales.shrink_to_fit();
-            }
-        }
-    }
-}
-
-/// Vectors `t * heads + head` of `src` (interleaved `[entry][head]`), widened
-/// into the `head_dim`-long rows of `dst`. Every decode step widens a head's
-/// whole visible cache, so the conversion runs in one F16C loop rather than
-/// a library call per 8 values (that took ~5% of a decode step).
-fn widen_f16_rows(src: &[half::f16], head: usize, heads: usize, head_dim: usize, dst: &mut [f32]) {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if head_dim.is_multiple_of(8)
-            && std::arch::is_x86_feature_detected!("avx")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            // SAFETY: the CPU has the features the function is compiled for.
-            return unsafe { f16c::widen_rows(src, head, heads, head_dim, dst) };
-        }
-    }
-    for (t, row) in dst.chunks_exact_mut(head_dim).enumerate() {
-        let start = (t * heads + head) * head_dim;
-        src[start..start + head_dim].convert_to_f32_slice(row);
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod f16c {
-    use std::arch::x86_64::*;
-
-    /// [`super::widen_f16_rows`] for `head_dim` a multiple of 8.
-    #[target_feature(enable = "avx,f16c")]
-    pub(super) fn widen_rows(
-        src: &[half::f16],
-        head: usize,
-        heads: usize,
-        head_dim: usize,
-        dst: &mut [f32],
-    ) {
-        for (t, row) in dst.chunks_exact_mut(head_dim).enumerate() {
-            let start = (t * heads + head) * head_dim;
-            let vector = &src[start..start + head_dim];
-            for (out, eight) in row.chunks_exact_mut(8).zip(vector.chunks_exact(8)) {
-                // SAFETY: both chunks hold exactly 8 elements (16 and 32 bytes).
-                unsafe {
-                    let h = _mm_loadu_si128(eight.as_ptr() as *const __m128i);
-                    _mm256_storeu_ps(out.as_mut_ptr(), _mm256_cvtph_ps(h));
-                }
             }
         }
     }
@@ -446,34 +398,6 @@ mod tests {
             .flat_map(|&p| [p as f32, depth as f32])
             .collect();
         cache.append(0, depth, &rows, &rows);
-    }
-
-    #[test]
-    fn widened_f16_head_rows_equal_each_vector_widened() {
-        for head_dim in [16, 5] {
-            let (heads, entries) = (3, 7);
-            let values: Vec<f32> = (0..heads * entries * head_dim)
-                .map(|i| (i as f32 * 0.731).sin() * 40.0)
-                .collect();
-            let mut store = VectorStore::new(KvPrecision::F16);
-            store.extend(&values, head_dim);
-            let VectorStore::F16(halves) = &store else {
-                unreachable!()
-            };
-            for head in 0..heads {
-                let mut rows = vec![0f32; entries * head_dim];
-                widen_f16_rows(halves, head, heads, head_dim, &mut rows);
-                for (t, row) in rows.chunks_exact(head_dim).enumerate() {
-                    let mut expected = vec![0f32; head_dim];
-                    store.widen(t * heads + head, &mut expected);
-                    assert_eq!(
-                        row,
-                        expected.as_slice(),
-                        "head_dim {head_dim} head {head} entry {t}"
-                    );
-                }
-            }
-        }
     }
 
     #[test]

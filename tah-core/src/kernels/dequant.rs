@@ -4,6 +4,8 @@
 //! dequantize a panel of weight rows into a cache-resident scratch and run
 //! an f32 GEMM. The block layouts are ggml's:
 //! - Q8_0 (34 bytes / 32 weights): `d: f16`, `qs: [i8; 32]`; w = d * q.
+//! - Q4_0 (18 bytes / 32): `d: f16`, `qs: [u8; 16]` (weight i in the low
+//!   nibble of byte i, weight 16 + i in its high nibble); w = d * (q - 8).
 //! - Q4_K (144 bytes / 256): `d: f16`, `dmin: f16`, `scales: [u8; 12]`
 //!   (eight 6-bit scale/min pairs), `qs: [u8; 128]` (nibbles);
 //!   w = d * sc * q - dmin * m per 32-weight group.
@@ -11,45 +13,27 @@
 //!   `scales: [i8; 16]`, `d: f16`; w = d * sc * (q - 32) per 16 weights.
 //!
 //! The loops have constant trip counts over fixed-size arrays so that the
-//! compiler vectorizes them; on x86-64 they are compiled a second time with
-//! AVX2/FMA/F16C and picked at run time.
+//! compiler vectorizes them for the target's baseline (SSE2, NEON); x86-64
+//! compiles them a second time with AVX2/FMA/F16C ([`super::x86_64`]).
 
 use candle_core::quantized::GgmlDType;
 use half::{bf16, f16};
 
 pub(crate) const QK_K: usize = 256;
 pub(crate) const Q4K_BYTES: usize = 144;
-const Q6K_BYTES: usize = 210;
-const Q8_0_BYTES: usize = 34;
+pub(crate) const Q6K_BYTES: usize = 210;
+pub(crate) const Q8_0_BYTES: usize = 34;
+pub(crate) const Q4_0_BYTES: usize = 18;
 
 /// Dequantizes whole blocks of `dtype` in `bytes` into `out`. Returns false
 /// (writing nothing) when `dtype` has no fast path or the sizes disagree.
-pub fn dequantize_row(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        if std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
-        {
-            // SAFETY: the CPU supports the features the function is compiled for.
-            return unsafe { dequantize_row_avx2(dtype, bytes, out) };
-        }
-    }
-    dequantize_row_portable(dtype, bytes, out)
-}
-
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma,f16c")]
-fn dequantize_row_avx2(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> bool {
-    dequantize_row_portable(dtype, bytes, out)
-}
-
 #[inline(always)]
-fn dequantize_row_portable(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> bool {
+pub fn dequantize_row(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> bool {
     let (block_bytes, block_len) = match dtype {
         GgmlDType::F32 => (4, 1),
         GgmlDType::F16 | GgmlDType::BF16 => (2, 1),
         GgmlDType::Q8_0 => (Q8_0_BYTES, 32),
+        GgmlDType::Q4_0 => (Q4_0_BYTES, 32),
         GgmlDType::Q4K => (Q4K_BYTES, QK_K),
         GgmlDType::Q6K => (Q6K_BYTES, QK_K),
         _ => return false,
@@ -78,6 +62,11 @@ fn dequantize_row_portable(dtype: GgmlDType, bytes: &[u8], out: &mut [f32]) -> b
         GgmlDType::Q8_0 => {
             for (block, o) in bytes.chunks_exact(Q8_0_BYTES).zip(out.chunks_exact_mut(32)) {
                 q8_0_block(block, o);
+            }
+        }
+        GgmlDType::Q4_0 => {
+            for (block, o) in bytes.chunks_exact(Q4_0_BYTES).zip(out.chunks_exact_mut(32)) {
+                q4_0_block(block, o);
             }
         }
         GgmlDType::Q4K => {
@@ -112,6 +101,17 @@ fn q8_0_block(block: &[u8], out: &mut [f32]) {
     let out: &mut [f32; 32] = out.try_into().expect("32 outputs");
     for i in 0..32 {
         out[i] = d * qs[i] as i8 as f32;
+    }
+}
+
+#[inline(always)]
+fn q4_0_block(block: &[u8], out: &mut [f32]) {
+    let d = half_at(block, 0);
+    let qs: &[u8; 16] = block[2..18].try_into().expect("18-byte block");
+    let out: &mut [f32; 32] = out.try_into().expect("32 outputs");
+    for i in 0..16 {
+        out[i] = d * ((qs[i] & 0xF) as i32 - 8) as f32;
+        out[i + 16] = d * ((qs[i] >> 4) as i32 - 8) as f32;
     }
 }
 
@@ -205,6 +205,7 @@ mod tests {
             GgmlDType::F16,
             GgmlDType::BF16,
             GgmlDType::Q8_0,
+            GgmlDType::Q4_0,
             GgmlDType::Q4K,
             GgmlDType::Q6K,
         ] {
@@ -213,9 +214,12 @@ mod tests {
             let reference = reference.flatten_all().unwrap().to_vec1::<f32>().unwrap();
             let bytes = q.data().unwrap();
             let mut fast = vec![0f32; 4 * QK_K];
-            assert!(dequantize_row(dtype, &bytes, &mut fast), "{dtype:?}");
+            assert!(
+                super::super::dequantize_row(dtype, &bytes, &mut fast),
+                "{dtype:?}"
+            );
             let mut portable = vec![0f32; 4 * QK_K];
-            assert!(dequantize_row_portable(dtype, &bytes, &mut portable));
+            assert!(dequantize_row(dtype, &bytes, &mut portable));
             for (i, ((a, b), c)) in fast.iter().zip(&reference).zip(&portable).enumerate() {
                 assert!(
                     (a - b).abs() <= 1e-6 * b.abs().max(1.0),
@@ -229,7 +233,20 @@ mod tests {
     #[test]
     fn size_mismatch_is_refused() {
         let mut out = vec![0f32; 32];
-        assert!(!dequantize_row(GgmlDType::Q8_0, &[0u8; 33], &mut out));
-        assert!(!dequantize_row(GgmlDType::Q4_0, &[0u8; 18], &mut out));
+        assert!(!super::super::dequantize_row(
+            GgmlDType::Q8_0,
+            &[0u8; 33],
+            &mut out
+        ));
+        assert!(!super::super::dequantize_row(
+            GgmlDType::Q4_0,
+            &[0u8; 17],
+            &mut out
+        ));
+        assert!(!super::super::dequantize_row(
+            GgmlDType::Q5_0,
+            &[0u8; 22],
+            &mut out
+        ));
     }
 }

@@ -23,8 +23,9 @@
 
 use rayon::prelude::*;
 
-use super::dequant::{q4k_scales_mins, Q4K_BYTES, QK_K};
-use crate::matmul::OutColumns;
+use crate::kernels::dense::OutColumns;
+use crate::kernels::dequant::{q4k_scales_mins, Q4K_BYTES, QK_K};
+use crate::kernels::{tier, Tier};
 
 /// Activation rows computed together against one weight row (8 measured
 /// ~10-15% faster than 4 at 16 and 64 rows: the nibbles and scales are
@@ -33,17 +34,14 @@ const TILE_ROWS: usize = 8;
 /// Weight rows per parallel task (and per cache block).
 const WEIGHT_ROWS_PER_TASK: usize = 64;
 
-/// Whether this CPU runs [`matmul_t`].
-pub fn available() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        std::arch::is_x86_feature_detected!("avx512bw")
-            && std::arch::is_x86_feature_detected!("avx512vnni")
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        false
-    }
+/// Whether this process runs [`matmul_t`] (its kernel tier has AVX-512 VNNI).
+fn available() -> bool {
+    tier() >= Tier::Avx512Vnni
+}
+
+/// Whether rows of `cols` values suit the kernel (whole 256-value blocks).
+pub fn fits(cols: usize) -> bool {
+    cols > 0 && cols.is_multiple_of(QK_K)
 }
 
 /// Activation rows quantized to int8, one scale per 256 values.
@@ -192,7 +190,6 @@ unsafe fn dot_panel(
     stride: usize,
 ) {
     let rows: [ActivationRow; TILE_ROWS] = std::array::from_fn(|r| x.row(first + r.min(tile - 1)));
-    #[cfg(target_arch = "x86_64")]
     {
         // SAFETY: `matmul_t` checked `available()`; the slices hold whole
         // blocks (checked sizes), which is all the kernel reads; the
@@ -211,14 +208,8 @@ unsafe fn dot_panel(
             }
         }
     }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        let _ = (rows, panel, row_bytes, out, stride);
-        unreachable!("matmul_t checks available()");
-    }
 }
 
-#[cfg(target_arch = "x86_64")]
 mod avx512 {
     use std::arch::x86_64::*;
 
@@ -377,7 +368,7 @@ mod tests {
     use candle_core::quantized::{k_quants::BlockQ4K, GgmlType};
 
     use super::*;
-    use crate::matmul::test_values as values;
+    use crate::kernels::test_values as values;
 
     /// Q4_K bytes of `w` (`n` rows of `k`).
     fn q4k_bytes(w: &[f32]) -> Vec<u8> {
@@ -407,7 +398,7 @@ mod tests {
                 .chunks_exact(k / QK_K * Q4K_BYTES)
                 .zip(wf.chunks_exact_mut(k))
             {
-                assert!(super::super::dequant::dequantize_row(
+                assert!(crate::kernels::dequant::dequantize_row(
                     candle_core::quantized::GgmlDType::Q4K,
                     src,
                     dst

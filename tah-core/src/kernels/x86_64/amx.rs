@@ -19,7 +19,8 @@
 use rayon::prelude::*;
 
 use crate::error::Result;
-use crate::matmul::OutColumns;
+use crate::kernels::dense::OutColumns;
+use crate::kernels::{tier, Tier};
 
 /// Rows of a tile; also the activation and weight rows per tile.
 const TILE: usize = 16;
@@ -30,11 +31,16 @@ const PANEL_ROWS: usize = 2 * TILE;
 /// Activation rows per step: two A tiles.
 const ROW_STEP: usize = 2 * TILE;
 
-/// Whether this CPU and OS run AMX products (checked once). The
-/// environment variable `TAH_AMX=0` turns it off (for comparisons).
+/// Whether this CPU and OS run AMX products (checked once): only on the
+/// AVX-512 VNNI tier (every AMX CPU has it; a lower `TAH_KERNELS` tier turns
+/// AMX off too), and `TAH_AMX=0` turns it off alone (for comparisons).
 pub fn available() -> bool {
     static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
-    *AVAILABLE.get_or_init(|| std::env::var("TAH_AMX").as_deref() != Ok("0") && imp::enable())
+    *AVAILABLE.get_or_init(|| {
+        tier() >= Tier::Avx512Vnni
+            && std::env::var("TAH_AMX").as_deref() != Ok("0")
+            && imp::enable()
+    })
 }
 
 /// Activation rows rounded to bf16 once, for any number of products
@@ -186,7 +192,7 @@ impl PanelBuffers {
     }
 }
 
-#[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+#[cfg(target_os = "linux")]
 mod imp {
     use std::arch::asm;
 
@@ -406,7 +412,7 @@ mod imp {
     }
 }
 
-#[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+#[cfg(not(target_os = "linux"))]
 mod imp {
     use super::OutColumns;
 
@@ -441,7 +447,7 @@ mod imp {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::matmul::test_values as values;
+    use crate::kernels::test_values as values;
 
     fn bf16(v: f32) -> f32 {
         half::bf16::from_f32(v).to_f32()
