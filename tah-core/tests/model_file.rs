@@ -96,6 +96,12 @@ fn descriptors_and_ranges_that_hold_no_model_are_typed_errors() {
     gguf(load_region(fd, offset + 1, len - 1), "offset 1 byte late");
     // The file itself still loads from the right range.
     load_region(fd, offset, len).unwrap();
+
+    // A whole model at an offset without its 4-byte alignment (an archive
+    // that was not zipaligned): a typed error, not a misaligned read.
+    let (odd, offset, len) = embedded(1001);
+    let opened = File::open(&odd.0).unwrap();
+    gguf(load_region(opened.as_raw_fd(), offset, len), "a model at an odd offset");
 }
 
 #[test]
