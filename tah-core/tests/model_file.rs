@@ -101,7 +101,10 @@ fn descriptors_and_ranges_that_hold_no_model_are_typed_errors() {
     // that was not zipaligned): a typed error, not a misaligned read.
     let (odd, offset, len) = embedded(1001);
     let opened = File::open(&odd.0).unwrap();
-    gguf(load_region(opened.as_raw_fd(), offset, len), "a model at an odd offset");
+    gguf(
+        load_region(opened.as_raw_fd(), offset, len),
+        "a model at an odd offset",
+    );
 }
 
 #[test]
