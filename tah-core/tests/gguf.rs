@@ -101,7 +101,7 @@ fn q4_k_figures() {
 
 /// The shipped trained model (`models/arith-tah.gguf`, f16) rewritten at f32
 /// and at `quant` by `convert`, teacher-forced on held-out problems (chat
-/// transcript of question and worked solution) in `decider` mode.
+/// transcripts of questions and worked solutions) in `decider` mode.
 fn trained_agreement(quant: Quant, problems: usize) -> Agreement {
     let models = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models");
     let rewrite = |quant: Quant| {
@@ -126,11 +126,19 @@ fn trained_agreement(quant: Quant, problems: usize) -> Agreement {
     let mut total = Agreement::default();
     for line in data.lines().take(problems) {
         let p: Json = serde_json::from_str(line).unwrap();
-        let text = format!(
-            "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n{}<|im_end|>",
-            p["question"].as_str().unwrap(),
-            p["solution"].as_str().unwrap()
-        );
+        // A question, or the questions of a chat, each with its solution.
+        let turns = p["turns"].as_array().cloned().unwrap_or_else(|| vec![p]);
+        let text = turns
+            .iter()
+            .map(|t| {
+                format!(
+                    "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n{}<|im_end|>",
+                    t["question"].as_str().unwrap(),
+                    t["solution"].as_str().unwrap()
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n");
         let request = TraceRequest {
             input: TraceInput::Prompt(text),
             new_tokens: 0,
