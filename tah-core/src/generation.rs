@@ -181,6 +181,8 @@ pub struct GenerationStats {
     pub depth2_kv_entries: u32,
     /// Largest KV cache size during the generation.
     pub peak_kv_bytes: u64,
+    /// Threads of the pool the generation ran on.
+    pub threads: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -195,6 +197,25 @@ pub struct GenerationResult {
     /// Generated ids (EOS excluded).
     pub token_ids: Vec<u32>,
     pub stats: GenerationStats,
+}
+
+impl GenerationResult {
+    /// A generation cancelled before it started: no output, nothing
+    /// computed, the session unchanged.
+    pub fn cancelled_before_start(load_ms: f64) -> Self {
+        GenerationResult {
+            text: String::new(),
+            reasoning: String::new(),
+            content: String::new(),
+            stop_reason: StopReason::Cancelled,
+            token_ids: Vec::new(),
+            stats: GenerationStats {
+                load_ms,
+                threads: rayon::current_num_threads() as u32,
+                ..GenerationStats::default()
+            },
+        }
+    }
 }
 
 /// Splits Qwen3 output into (reasoning, content) like Qwen's own parsing:

@@ -5,6 +5,7 @@
 //! LoRA adapter, fed a soft embedding of the previous pass's top logits),
 //! and their logits are added up. See `docs` in the repository README.
 
+mod atomic_file;
 pub mod chat_template;
 pub mod config;
 pub mod decider;
@@ -12,6 +13,7 @@ pub mod device;
 pub mod embedding;
 pub mod error;
 pub mod eval;
+mod fingerprint;
 pub mod generation;
 pub mod gguf;
 pub mod iteration;
@@ -19,9 +21,11 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod load;
 pub mod logits;
+pub mod memory;
 pub mod model;
 pub mod sampling;
 pub mod session;
+mod session_state;
 pub mod stream;
 pub mod tah_model;
 pub mod tokenizer;
@@ -30,7 +34,8 @@ pub mod trace;
 pub mod weights;
 
 pub use chat_template::{ChatMessage, Role};
-pub use error::{Error, GgufProblem, Result};
+pub use error::{Error, GgufProblem, Result, StateProblem};
+pub use gguf::ModelFile;
 pub use iteration::{ChunkOptions, ChunkOutput, IterationMode, IterationPolicy, KeepLogits};
 pub use kv_cache::{KvCache, KvPrecision};
 pub use session::{

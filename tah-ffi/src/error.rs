@@ -28,6 +28,11 @@ pub enum TahError {
     /// The operation was cancelled.
     #[error("cancelled: {reason}")]
     Cancelled { reason: String },
+    /// A saved session state could not be written or restored: the file is
+    /// missing, truncated or corrupted, written by a newer SDK, or saved
+    /// with another model or KV settings. The session involved is unchanged.
+    #[error("session state: {reason}")]
+    SessionState { reason: String },
     /// A bug: an engine panic, a tensor backend failure, or a foreign callback
     /// that failed unexpectedly.
     #[error("internal error: {reason}")]
@@ -66,6 +71,7 @@ impl From<tah_core::Error> for TahError {
             E::InvalidArgument(_) => TahError::InvalidArgument { reason },
             E::ContextOverflow { .. } => TahError::ContextOverflow { reason },
             E::Cancelled => TahError::Cancelled { reason },
+            E::SessionState { .. } => TahError::SessionState { reason },
             E::Candle(_) => TahError::Internal { reason },
         }
     }

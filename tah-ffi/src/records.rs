@@ -126,6 +126,8 @@ pub struct Stats {
     pub depth2_kv_entries: u32,
     /// Largest KV cache size during the generation, in bytes.
     pub peak_kv_bytes: u64,
+    /// Compute threads the generation ran on.
+    pub threads: u32,
 }
 
 /// The outcome of a generation.
@@ -150,6 +152,20 @@ impl From<ChatMessage> for chat_template::ChatMessage {
             Role::Assistant => chat_template::Role::Assistant,
         };
         chat_template::ChatMessage {
+            role,
+            content: m.content,
+        }
+    }
+}
+
+impl From<chat_template::ChatMessage> for ChatMessage {
+    fn from(m: chat_template::ChatMessage) -> Self {
+        let role = match m.role {
+            chat_template::Role::System => Role::System,
+            chat_template::Role::User => Role::User,
+            chat_template::Role::Assistant => Role::Assistant,
+        };
+        ChatMessage {
             role,
             content: m.content,
         }
@@ -271,6 +287,7 @@ impl From<engine::GenerationStats> for Stats {
             hard_token_fraction: s.hard_token_fraction,
             depth2_kv_entries: s.depth2_kv_entries,
             peak_kv_bytes: s.peak_kv_bytes,
+            threads: s.threads,
         }
     }
 }

@@ -1,6 +1,6 @@
 // End-to-end tests of the Kotlin bindings: the real libtah_ffi.so and a real
 // fixture model. Run by scripts/test-bindings.sh as
-//   java ... BindingsTestKt <model dir> <tokenizer.json> <cases file>
+//   java ... BindingsTestKt <model dir> <tokenizer.json> <cases file> <a .gguf model>
 // The last line printed is "N passed, N failed".
 
 import ai.tah.sdk.ComputeBackends
@@ -63,7 +63,7 @@ class Recorder(private val throwOnToken: Int = -1) : TokenListener {
 }
 
 fun main(args: Array<String>) {
-    val (modelDir, tokenizer, casesFile) = args
+    val (modelDir, tokenizer, casesFile, gguf) = args
     val cases = readCases(casesFile)
     val run = TestRun()
     val tah = cases.getValue("short_arith")
@@ -295,6 +295,8 @@ fun main(args: Array<String>) {
             check(again.tokenIds == tah.tokens.take(4)) { "after close: ${again.tokenIds}" }
         }
     }
+
+    lifecycleTests(run, model, gguf, tah)
 
     model.close()
     run.finish()

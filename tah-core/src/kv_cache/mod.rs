@@ -10,6 +10,7 @@
 //! concatenated per step. Attention over the cache lives in [`attention`].
 
 mod attention;
+mod persist;
 
 use crate::error::{Error, Result};
 use half::slice::HalfFloatSliceExt;
@@ -155,6 +156,26 @@ impl VectorStore {
             VectorStore::Q8 { values, scales } => values.len() + scales.len() * 4,
         }
     }
+
+    /// Bytes allocated, used or not.
+    fn allocated_bytes(&self) -> usize {
+        match self {
+            VectorStore::F32(v) => v.capacity() * 4,
+            VectorStore::F16(v) => v.capacity() * 2,
+            VectorStore::Q8 { values, scales } => values.capacity() + scales.capacity() * 4,
+        }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        match self {
+            VectorStore::F32(v) => v.shrink_to_fit(),
+            VectorStore::F16(v) => v.shrink_to_fit(),
+            VectorStore::Q8 { values, scales } => {
+                values.shrink_to_fit();
+                scales.shrink_to_fit();
+            }
+        }
+    }
 }
 
 /// K and V vectors of one layer at one depth, laid out `[entry][kv_head]`.
@@ -244,6 +265,39 @@ impl KvCache {
             .flatten()
             .map(|r| r.keys.bytes() + r.values.bytes())
             .sum()
+    }
+
+    /// Bytes allocated for K/V vectors and positions, including room kept
+    /// for growth after a truncation.
+    pub fn allocated_bytes(&self) -> usize {
+        let vectors: usize = self
+            .rows
+            .iter()
+            .flatten()
+            .map(|r| r.keys.allocated_bytes() + r.values.allocated_bytes())
+            .sum();
+        vectors
+            + self
+                .positions
+                .iter()
+                .map(|p| p.capacity() * 4)
+                .sum::<usize>()
+    }
+
+    /// Keeps positions `< len` (like [`truncate`](Self::truncate)) and gives
+    /// the memory of everything else back to the allocator. Returns the bytes
+    /// freed.
+    pub fn shrink(&mut self, len: usize) -> usize {
+        let before = self.allocated_bytes();
+        self.truncate(len);
+        for positions in &mut self.positions {
+            positions.shrink_to_fit();
+        }
+        for rows in self.rows.iter_mut().flatten() {
+            rows.keys.shrink_to_fit();
+            rows.values.shrink_to_fit();
+        }
+        before.saturating_sub(self.allocated_bytes())
     }
 
     /// Forgets everything (keeps the allocations for reuse).

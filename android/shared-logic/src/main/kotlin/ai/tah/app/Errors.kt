@@ -9,5 +9,6 @@ fun TahException.describe(): String = when (this) {
     is TahException.ContextOverflow -> "The conversation no longer fits in the context; start a new one ($reason)"
     is TahException.Busy -> "Busy: $reason"
     is TahException.Cancelled -> "Cancelled: $reason"
+    is TahException.SessionState -> "Saved conversation: $reason"
     is TahException.Internal -> "Internal error: $reason"
 }
