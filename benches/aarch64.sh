@@ -105,7 +105,13 @@ per_token() { python3 -c "print(($2 - $1) / $3)"; }
 
 llama=("$LLAMA_BENCH" -m "$BASE" -t 1 -r 1 --no-warmup)
 tah=("$TAH" bench --child --model "$MODEL" -t 1 --reps 1)
-tah_passes() { python3 -c "import json; print(json.load(open('$WORK/$1.out'))[0]['passes_per_token'])"; }
+# Passes per token of the decode tokens the difference counts (17..32): from
+# each run's passes per generated token.
+tah_passes() {
+    python3 -c "import json
+p = lambda n: json.load(open('$WORK/tah-$1-n%d.out' % n))[0]['passes_per_token'] * n
+print((p(32) - p(16)) / 16)"
+}
 
 declare -A result
 echo "llama.cpp (repack on / off) and tah (never / decider at 6% hard), -cpu $CPU, 1 thread"
@@ -128,7 +134,7 @@ for mode in never decider; do
     n32=$(count tah-$mode-n32 "${tah[@]}" --mode "$mode" "${extra[@]}" -p 0 -n 32)
     result[$mode,prefill]=$(per_token "$p64" "$p128" 64)
     result[$mode,decode]=$(per_token "$n16" "$n32" 16)
-    result[$mode,passes]=$(tah_passes tah-$mode-n32)
+    result[$mode,passes]=$(tah_passes "$mode")
     result[$mode,rss]=$(rss tah-$mode "${tah[@]}" --mode "$mode" "${extra[@]}" -p 0 -n 16)
     echo "tah $mode: prefill ${result[$mode,prefill]}, decode ${result[$mode,decode]} insns/token, ${result[$mode,passes]} passes/token, peak RSS ${result[$mode,rss]} KiB"
 done
@@ -148,7 +154,7 @@ lines = [
     "| --- | --- | --- | --- | --- | --- | --- |",
 ]
 names = {"llama1": "llama.cpp (repack on)", "llama0": "llama.cpp (repack off)",
-         "never": "tah never", "decider": f"tah decider (6% hard, {passes:.3f} passes/token)"}
+         "never": "tah never", "decider": f"tah decider (6% hard; {passes:.4f} passes per decode token counted)"}
 for key, (p, d, m) in r.items():
     lines.append(f"| {names[key]} | {p/1e6:.1f} | {d/1e6:.1f} | {m/1024:.0f} | {p/ref[0]:.2f} | {d/ref[1]:.2f} | {m/ref[2]:.2f} |")
 ratio = r["decider"][1] / (r["never"][1] * passes)

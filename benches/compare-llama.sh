@@ -1,39 +1,42 @@
 #!/usr/bin/env bash
-# Benchmark-only comparison of `tah bench` with llama.cpp (through PyPI's
-# llama-cpp-python) on the same random Qwen3-0.6B-shaped weights, written by
-# `tah init-random` (the TaH file and its base-only twin, same seed, so the
-# same base tensors). Writes benches/results.md. Not part of the SDK, not run
-# in CI.
+# Benchmark-only comparison of `tah bench` with llama.cpp's own `llama-bench`
+# on the same random Qwen3-0.6B-shaped weights, written by `tah init-random`
+# (the TaH file and its base-only twin, same seed, so the same base tensors).
+# llama-bench is built with CMake from the llama.cpp sources vendored in the
+# PyPI sdist of llama-cpp-python (benches/llama-sources.sh; the version the
+# aarch64 comparison uses too). Writes benches/results.md. Not part of the
+# SDK, not run in CI.
 #
 #   benches/compare-llama.sh [--threads N] [--rounds N] [--reps N] [--quant q4_k] [--seed S]
 #
-# The engines run in --rounds interleaved rounds (default 3: llama.cpp, then
-# every tah mode, --reps repetitions each, default 1), so a slow spell of a
-# shared machine hits both engines; the report gives each round's ratios
-# and their median.
-#   benches/compare-llama.sh --setup-only    # only build llama-cpp-python
+# The engines run in --rounds interleaved rounds (default 3: llama-bench,
+# then every tah mode, --reps repetitions each, default 1), so a slow spell
+# of a shared machine hits both engines; the report gives each round's
+# ratios and their median.
+#   benches/compare-llama.sh --setup-only    # only build llama-bench
 #   benches/compare-llama.sh --report-only   # rewrite results.md from the last run
 #
-# Environment: TAH_BENCH_CACHE (venv, models, logs; default
-# ~/.cache/tah-bench), CARGO_TARGET_DIR (where `tah` is built in release),
-# LLAMA_CPP_PYTHON_VERSION, LLAMA_CMAKE_ARGS, TAH_AMX (0: tah without AMX).
+# Environment: TAH_BENCH_CACHE (llama.cpp sources and build, models, logs;
+# default ~/.cache/tah-bench), CARGO_TARGET_DIR (where `tah` is built in
+# release), LLAMA_CMAKE_ARGS, TAH_AMX (0: tah without AMX).
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
-LLAMA_CPP_PYTHON_VERSION=${LLAMA_CPP_PYTHON_VERSION:-0.3.36}
 CACHE_DIR=${TAH_BENCH_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/tah-bench}
-VENV="$CACHE_DIR/venv-llama-cpp-python-$LLAMA_CPP_PYTHON_VERSION"
+LLAMA_BUILD="$CACHE_DIR/llama/build-$(uname -m)"
+LLAMA_BENCH="$LLAMA_BUILD/bin/llama-bench"
 
-# An optimized CPU build for this machine: no OpenMP (ggml's own thread pool;
-# at 1 thread no worker threads at all), no BLAS/GPU backends, no multimodal
-# library (unused; saves build time); scikit-build-core builds Release (-O3).
+# An optimized CPU build for this machine: Release (-O3), static libraries
+# (llama-bench is one self-contained process), no OpenMP (ggml's own thread
+# pool; at 1 thread no worker threads at all), no BLAS/GPU backends.
 # On x86 the ISA flags are the CPU's own (what -march=native gives) except
-# AMX: llama-cpp-python 0.3.36 built with AMX dies with SIGILL on its first
-# `tilezero` here (gdb: in ggml_backend_amx_mul_mat, no tile configuration
-# loaded on that thread, also when the process was granted AMX state by
-# arch_prctl beforehand), and ggml's AMX buffer holds a second, repacked
-# copy of the weights. tah uses AMX where the CPU has it; `TAH_AMX=0` in the
-# environment runs it without, for a like-for-like comparison.
+# AMX: llama.cpp 0.3.36's AMX build died with SIGILL on its first `tilezero`
+# on an AMX machine here (gdb: in ggml_backend_amx_mul_mat, no tile
+# configuration loaded on that thread, also when the process was granted AMX
+# state by arch_prctl beforehand), and ggml's AMX buffer holds a second,
+# repacked copy of the weights. tah uses AMX where the CPU has it;
+# `TAH_AMX=0` in the environment runs it without, for a like-for-like
+# comparison.
 x86_isa_args() {
     local args="-DGGML_NATIVE=OFF" pair
     for pair in avx:AVX avx2:AVX2 bmi2:BMI2 fma:FMA f16c:F16C avx_vnni:AVX_VNNI \
@@ -50,7 +53,7 @@ x86_isa_args() {
 default_cmake_args() {
     local isa="-DGGML_NATIVE=ON"
     [[ $(uname -m) == x86_64 ]] && isa=$(x86_isa_args)
-    echo "$isa -DGGML_OPENMP=OFF -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DLLAVA_BUILD=OFF"
+    echo "-DCMAKE_BUILD_TYPE=Release -DBUILD_SHARED_LIBS=OFF $isa -DGGML_OPENMP=OFF -DGGML_BLAS=OFF -DGGML_CUDA=OFF -DGGML_VULKAN=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_SERVER=OFF"
 }
 LLAMA_CMAKE_ARGS=${LLAMA_CMAKE_ARGS:-$(default_cmake_args)}
 
@@ -67,43 +70,43 @@ tah_amx() {
     fi
 }
 
-# The venv is the cache: rebuilt only when the version or the flags change.
-setup_llama_cpp_python() {
-    local stamp="$VENV/.tah-build-flags"
-    local wanted="$LLAMA_CPP_PYTHON_VERSION $LLAMA_CMAKE_ARGS"
-    if [[ -f "$stamp" && "$(cat "$stamp")" == "$wanted" ]] \
-        && "$VENV/bin/python" -c 'import llama_cpp' 2>/dev/null; then
-        echo "llama-cpp-python $LLAMA_CPP_PYTHON_VERSION: cached in $VENV"
+# The build directory is the cache: llama-bench is rebuilt only when the
+# sources or the flags change (the stamp holds both).
+setup_llama_bench() {
+    local src stamp="$LLAMA_BUILD/.tah-build-flags" wanted
+    src=$("$ROOT/benches/llama-sources.sh" "$CACHE_DIR/llama")
+    wanted="$src $LLAMA_CMAKE_ARGS"
+    if [[ -f "$stamp" && "$(cat "$stamp")" == "$wanted" && -x "$LLAMA_BENCH" ]]; then
+        echo "llama-bench: cached in $LLAMA_BUILD"
         return
     fi
-    echo "building llama-cpp-python $LLAMA_CPP_PYTHON_VERSION (llama.cpp from source; takes a while) into $VENV"
-    echo "  CMAKE_ARGS=$LLAMA_CMAKE_ARGS"
-    rm -rf "$VENV"
-    python3 -m venv "$VENV"
-    # --no-cache-dir: pip's wheel cache ignores CMAKE_ARGS, so a cached wheel
-    # could carry other flags.
-    CMAKE_ARGS="$LLAMA_CMAKE_ARGS" CMAKE_BUILD_PARALLEL_LEVEL=${CMAKE_BUILD_PARALLEL_LEVEL:-2} \
-        nice -n 10 "$VENV/bin/pip" install --no-cache-dir --verbose \
-        "llama-cpp-python==$LLAMA_CPP_PYTHON_VERSION" >"$CACHE_DIR/llama-cpp-python-build.log" 2>&1 \
-        || { echo "build failed; see $CACHE_DIR/llama-cpp-python-build.log" >&2; exit 1; }
+    command -v cmake >/dev/null || { echo "cmake is needed (apt-get install cmake)" >&2; exit 1; }
+    echo "building llama-bench from $src (takes a while on two cores) into $LLAMA_BUILD"
+    echo "  $LLAMA_CMAKE_ARGS"
+    rm -rf "$LLAMA_BUILD"
+    # shellcheck disable=SC2086 # LLAMA_CMAKE_ARGS is a list of flags
+    { cmake -S "$src" -B "$LLAMA_BUILD" $LLAMA_CMAKE_ARGS \
+        && nice -n 10 cmake --build "$LLAMA_BUILD" --target llama-bench -j "$(nproc)"; } \
+        >"$CACHE_DIR/llama-bench-build.log" 2>&1 \
+        || { echo "build failed; see $CACHE_DIR/llama-bench-build.log" >&2; exit 1; }
     echo "$wanted" >"$stamp"
 }
 
 # benches/results.md from the files of the last run in $1.
 write_report() {
-    local run=$1 quant seed threads reps pp tg hard_rate rounds amx llama_cpu
+    local run=$1 quant seed threads reps pp tg hard_rate rounds amx llama_flags
     read -r quant seed threads reps pp tg hard_rate rounds amx <"$run/settings"
     rounds=${rounds:-1}
     amx=${amx:-unrecorded}
-    llama_cpu=$("$VENV/bin/python" -c 'import llama_cpp; print(llama_cpp.llama_print_system_info().decode())' 2>/dev/null \
-        | sed 's/^CPU : //; s/ = 1//g; s/ | /, /g; s/[ |,]*$//')
+    # The compiler flags ggml's CPU backend was built with (from CMake's output).
+    llama_flags=$(sed -n 's/^-- Adding CPU backend variant ggml-cpu: *//p' "$CACHE_DIR/llama-bench-build.log" 2>/dev/null | head -1)
     python3 "$ROOT/benches/compare.py" report --tah "$run/tah.json" --llama "$run/llama.json" \
         --llama-log "$run/llama.log" --pp "$pp" --tg "$tg" --threads "$threads" --rounds "$rounds" --out "$ROOT/benches/results.md" \
         --meta "date=$(date -u -r "$run/tah.json" '+%Y-%m-%d %H:%M UTC')" \
         --meta "machine=$(lscpu | sed -n 's/^Model name: *//p' | head -1), $(nproc) cores, $(uname -sr)" \
         --meta "tah=$(cat "$run/tah-version"), release build; AMX ${amx//_/ }" \
-        --meta "llama.cpp=llama-cpp-python $LLAMA_CPP_PYTHON_VERSION, CMAKE_ARGS \`$LLAMA_CMAKE_ARGS\`, weight repacking on (llama.cpp's default)" \
-        --meta "llama.cpp CPU features=$llama_cpu" \
+        --meta "llama.cpp=\`llama-bench\` built from $(cat "$run/llama-version"), CMake args \`$LLAMA_CMAKE_ARGS\`, target llama-bench only; run as \`$(cat "$run/llama-command")\` (weight repacking on, llama.cpp's default, and off: two processes)" \
+        --meta "llama.cpp CPU backend compile flags=\`${llama_flags:-unrecorded}\`" \
         --meta "model=random Qwen3-0.6B shapes (vocab 151936, hidden 1024, 28 layers, 16/8 heads, head_dim 128, FFN 3072, tied embedding): \`tah init-random --quant $quant --seed $seed\`; llama.cpp runs the \`--base-only\` twin (byte-identical base tensors)" \
         --meta "files=TaH $(du -m "$run/qwen3-0.6b-$quant-seed$seed-tah.gguf" | cut -f1) MiB, base-only $(du -m "$run/qwen3-0.6b-$quant-seed$seed-base.gguf" | cut -f1) MiB" \
         --meta "threads=$threads" \
@@ -130,7 +133,7 @@ main() {
     done
 
     mkdir -p "$CACHE_DIR"
-    setup_llama_cpp_python
+    setup_llama_bench
     [[ $setup_only == 1 ]] && return
 
     local target=${CARGO_TARGET_DIR:-$ROOT/target}
@@ -148,14 +151,24 @@ main() {
     "$tah" init-random --shape qwen3-0.6b --quant "$quant" --seed "$seed" --out "$tah_model" --force
     "$tah" init-random --shape qwen3-0.6b --quant "$quant" --seed "$seed" --out "$base_model" --force --base-only
 
+    # -v: llama.cpp's log (buffer sizes) goes to llama.log; it logs at load
+    # and when it builds a graph, not per token.
+    local llama_args=(-m "$base_model" -t "$threads" -p "$pp" -n "$tg" -r "$reps" -o json -v)
+    echo "vendor/llama.cpp of llama-cpp-python $(sed -n 's/^VERSION=//p' "$ROOT/benches/llama-sources.sh") (PyPI sdist)" >"$run/llama-version"
+    echo "llama-bench ${llama_args[*]} --repack 1|0" | sed "s|$run/||" >"$run/llama-command"
     : >"$run/llama.log"
     local i llama_rounds=() tah_rounds=()
     for ((i = 1; i <= rounds; i++)); do
-        echo "round $i/$rounds: llama.cpp pp$pp, tg$tg, $threads thread(s), $reps repetition(s)"
-        python3 "$ROOT/benches/compare.py" run "$run/llama.json.$i" -- \
-            "$VENV/bin/python" "$ROOT/benches/llama_bench.py" --model "$base_model" \
-            --threads "$threads" -p "$pp" -n "$tg" --reps "$reps" 2>>"$run/llama.log" \
-            || { tail -20 "$run/llama.log" >&2; exit 1; }
+        # Repacking on (llama.cpp's default) and off, each in its own process
+        # (its own peak RSS).
+        for repack in 1 0; do
+            echo "round $i/$rounds: llama-bench pp$pp, tg$tg, $threads thread(s), $reps repetition(s), --repack $repack"
+            python3 "$ROOT/benches/compare.py" run "$run/llama-bench-repack$repack.json.$i" -- \
+                "$LLAMA_BENCH" "${llama_args[@]}" --repack "$repack" 2>>"$run/llama.log" \
+                || { tail -20 "$run/llama.log" >&2; exit 1; }
+        done
+        python3 "$ROOT/benches/compare.py" llama-bench "$run/llama.json.$i" \
+            "$run/llama-bench-repack1.json.$i" "$run/llama-bench-repack0.json.$i"
         echo "round $i/$rounds: tah never, decider (--hard-rate $hard_rate), always"
         python3 "$ROOT/benches/compare.py" run "$run/tah.json.$i" -- \
             "$tah" bench --model "$tah_model" --threads "$threads" -p "$pp" -n "$tg" \

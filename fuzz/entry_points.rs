@@ -21,13 +21,14 @@ use tah_core::weights::{SafetensorsSource, WeightSource};
 use tah_core::{CancelHandle, IterationMode, LoadOptions, Prompt, TahModel, TahSession};
 
 /// Every target, by its `cargo fuzz` name.
-pub const TARGETS: [&str; 6] = [
+pub const TARGETS: [&str; 7] = [
     "torch_pickle",
     "model_config",
     "safetensors_weights",
     "chat_tokenizer",
     "sampling_config",
     "gguf_model",
+    "session_state",
 ];
 
 /// Runs `target`'s entry point on `data`.
@@ -39,6 +40,7 @@ pub fn run(target: &str, data: &[u8]) {
         "chat_tokenizer" => chat_tokenizer(data),
         "sampling_config" => sampling_config(data),
         "gguf_model" => gguf_model(data),
+        "session_state" => session_state(data),
         _ => panic!("unknown fuzz target `{target}`"),
     }
 }
@@ -53,6 +55,26 @@ fn fixture_dir() -> PathBuf {
     .into_iter()
     .find(|d| d.is_dir())
     .expect("tah-core/tests/fixtures")
+}
+
+/// The fuzz crate's directory, from itself or from tah-core's tests.
+pub fn fuzz_dir() -> PathBuf {
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    [here.to_path_buf(), here.join("../fuzz")]
+        .into_iter()
+        .find(|d| d.join("entry_points.rs").is_file())
+        .expect("the fuzz directory")
+}
+
+/// The model the session-state seeds were saved with: the tiny TaH seed of
+/// `gguf_model` (loaded once per process).
+pub fn state_model() -> Arc<TahModel> {
+    static MODEL: OnceLock<Arc<TahModel>> = OnceLock::new();
+    let model = MODEL.get_or_init(|| {
+        let path = fuzz_dir().join("corpus/gguf_model/tiny-tah-f32.gguf");
+        Arc::new(TahModel::load(&path, &LoadOptions::default()).expect("the tiny seed model"))
+    });
+    Arc::clone(model)
 }
 
 /// A scratch file for loaders that take a path, unique per process and
@@ -249,4 +271,68 @@ pub fn gguf_model(data: &[u8]) {
         };
         let _ = session.generate(&prompt, &config, &CancelHandle::new(), &mut |_| {});
     }
+}
+
+/// A saved session state for the tiny seed model: restored as it is, then
+/// with every section's checksum recomputed so that the contents (settings,
+/// counts, positions, K/V values) are checked rather than the checksums; a
+/// state that restores must then continue a conversation (an error is fine,
+/// a panic is not).
+pub fn session_state(data: &[u8]) {
+    for bytes in [data.to_vec(), with_valid_checksums(data)] {
+        let Some(file) = ScratchFile::with(&bytes, "tahstate") else {
+            return;
+        };
+        let Ok(mut session) = TahSession::restore(state_model(), &file.0) else {
+            continue;
+        };
+        let mut messages = session.history().to_vec();
+        messages.push(ChatMessage::user("and 2 + 2 ?"));
+        let config = GenerationConfig {
+            max_new_tokens: 2,
+            ..GenerationConfig::greedy()
+        };
+        let _ = session.generate(
+            &Prompt::Chat(messages),
+            &config,
+            &CancelHandle::new(),
+            &mut |_| {},
+        );
+    }
+}
+
+/// `data` with the CRC-32 of every section that fits recomputed (the layout
+/// of `tah-core/src/session_state.rs`: a 12-byte header, then sections of
+/// `kind: u32, length: u64, payload, crc: u32`).
+fn with_valid_checksums(data: &[u8]) -> Vec<u8> {
+    let mut out = data.to_vec();
+    let mut at = 12;
+    while at + 12 <= out.len() {
+        let len = u64::from_le_bytes(out[at + 4..at + 12].try_into().unwrap_or_default());
+        let Some(end) = usize::try_from(len)
+            .ok()
+            .and_then(|l| (at + 12).checked_add(l))
+        else {
+            break;
+        };
+        if end + 4 > out.len() {
+            break;
+        }
+        let crc = crc32(&out[at..end]);
+        out[end..end + 4].copy_from_slice(&crc.to_le_bytes());
+        at = end + 4;
+    }
+    out
+}
+
+/// CRC-32 (IEEE, as `crc32fast` computes it), bit by bit: fuzz inputs are small.
+fn crc32(bytes: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &b in bytes {
+        crc ^= u32::from(b);
+        for _ in 0..8 {
+            crc = (crc >> 1) ^ (0xEDB8_8320 & (crc & 1).wrapping_neg());
+        }
+    }
+    !crc
 }

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Compiles and runs the Kotlin (JVM) and Swift (Linux) end-to-end tests
-# against the real libtah_ffi.so and the tiny-d2-a fixture model. Needs the
+# against the real libtah_ffi.so, the tiny-d2-a fixture model and the default
+# GGUF model (models/arith-tah.gguf). Needs the
 # tools of scripts/setup-bindings-env.sh and the library that
 # scripts/gen-bindings.sh builds. Usage:
 #   test-bindings.sh [kotlin|kotlin-app|swift|swift-app]...   (all by default)
@@ -20,6 +21,8 @@ suites=("$@")
 
 model=$root/tah-core/tests/fixtures/tiny-d2-a
 tokenizer=$root/tah-core/tests/fixtures/qwen3-tokenizer/tokenizer.json
+# A GGUF model (the default one): descriptor sources, trims of mapped weights.
+gguf=$root/models/arith-tah.gguf
 work=$(mktemp -d)
 swift_root=$TOOLS/swift-trixie
 cleanup() {
@@ -63,7 +66,7 @@ compile_kotlin() {
 run_kotlin_main() {
     compile_kotlin || return 1
     java -Djna.library.path="$lib_dir" -cp "$kotlin_jar:$kotlin/lib/kotlin-stdlib.jar:$kotlin_cp" \
-        "$1" "$model" "$tokenizer" "$work/cases.txt"
+        "$1" "$model" "$tokenizer" "$work/cases.txt" "$gguf"
 }
 
 run_kotlin() {
@@ -97,7 +100,7 @@ compile_swift() {
     cp -r ios/Tests/TahAppCoreChecks "$swift_work/TahAppCoreChecks"
     cp "$lib_dir/libtah_ffi.so" "$swift_work/lib/"
     cp -r "$model" "$swift_work/model"
-    cp "$tokenizer" "$work/cases.txt" "$swift_work/"
+    cp "$tokenizer" "$work/cases.txt" "$gguf" "$swift_work/"
     mountpoint -q "$swift_root/proc" || mount -t proc proc "$swift_root/proc"
     echo "--- swift: compiling (TahSDK, TahAppCore)"
     in_chroot "swiftc -swift-version 5 -parse-as-library -emit-library -emit-module -module-name TahSDK \
@@ -123,15 +126,16 @@ run_swift_program() {
         -L lib $libs $swift_observation -o bin/$name" || return 1
     echo "--- $name: running"
     chroot "$swift_root" /usr/bin/env LD_LIBRARY_PATH=$swift_in/lib \
-        $swift_in/bin/$name $swift_in/model $swift_in/tokenizer.json $swift_in/cases.txt
+        $swift_in/bin/$name $swift_in/model $swift_in/tokenizer.json $swift_in/cases.txt \
+        $swift_in/$(basename "$gguf")
 }
 
 run_swift() {
-    run_swift_program TahTests "-lTahSDK" Tests/Harness.swift Tests/main.swift
+    run_swift_program TahTests "-lTahSDK" Tests/Harness.swift Tests/Lifecycle.swift Tests/main.swift
 }
 
 run_swift-app() {
-    run_swift_program TahAppCoreChecks "-lTahAppCore -lTahSDK" Tests/Harness.swift TahAppCoreChecks/main.swift
+    run_swift_program TahAppCoreChecks "-lTahAppCore -lTahSDK" Tests/Harness.swift TahAppCoreChecks/*.swift
 }
 
 status=0

@@ -1,5 +1,5 @@
 // The Jetpack Compose sample app: chat with streaming, depth-tinted tokens,
-// latency panel, benchmark screen with CSV export.
+// latency panel, benchmark screen with CSV export; ships the default model.
 plugins {
     alias(libs.plugins.android.application)
     alias(libs.plugins.kotlin.compose)
@@ -24,6 +24,13 @@ android {
 
     buildFeatures {
         compose = true
+    }
+
+    // The default model (src/main/assets/arith-tah.gguf, a link to
+    // models/arith-tah.gguf) is stored uncompressed, so the SDK maps it in
+    // place through its AssetFileDescriptor instead of copying it out.
+    androidResources {
+        noCompress += "gguf"
     }
 }
 

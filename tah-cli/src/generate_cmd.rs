@@ -1,13 +1,14 @@
 //! `tah generate` and `tah chat`: streaming generation through a `TahSession`.
 
 use std::io::{BufRead, Write};
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use anyhow::{bail, Context};
 use tah_core::{
     CancelHandle, ChatMessage, GenerationConfig, GenerationResult, IterationMode, Prompt,
-    StopReason, TahSession, TokenEvent,
+    StopReason, TahModel, TahSession, TokenEvent,
 };
 
 use crate::{colour, ModelArgs};
@@ -99,6 +100,11 @@ pub struct ChatArgs {
     /// A system message for the whole conversation.
     #[arg(long)]
     system: Option<String>,
+    /// Continue the conversation saved in FILE when it exists (a damaged
+    /// file is an error and is left as it is), and save it there after
+    /// every answer.
+    #[arg(long, value_name = "FILE")]
+    session: Option<PathBuf>,
     #[command(flatten)]
     generation: GenerationArgs,
 }
@@ -156,7 +162,15 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<()> {
     let config = args.generation.config();
     config.validate()?;
     let model = Arc::new(args.model.load().context("loading the model")?);
-    let mut session = TahSession::new(model);
+    let opening: Vec<ChatMessage> = args.system.iter().map(ChatMessage::system).collect();
+    let mut session = open_session(model, args.session.as_deref(), &opening)?;
+    let save = |session: &TahSession| {
+        if let Some(path) = &args.session {
+            if let Err(e) = session.save_state(path) {
+                eprintln!("error: the conversation was not saved: {e}");
+            }
+        }
+    };
     let cancel = CancelHandle::new();
     let busy = Arc::new(AtomicBool::new(false));
     install_ctrl_c(&cancel, &busy)?;
@@ -164,8 +178,6 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<()> {
         "Chatting. Ctrl-C stops an answer; /reset clears the conversation; Ctrl-D or /exit quits."
     );
 
-    let opening: Vec<ChatMessage> = args.system.iter().map(ChatMessage::system).collect();
-    session.set_history(opening.clone());
     let stdin = std::io::stdin();
     let mut line = String::new();
     loop {
@@ -182,6 +194,7 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<()> {
             "/reset" => {
                 session.reset();
                 session.set_history(opening.clone());
+                save(&session);
                 eprintln!("(conversation cleared)");
                 continue;
             }
@@ -194,10 +207,44 @@ pub fn run_chat(args: &ChatArgs) -> anyhow::Result<()> {
         busy.store(false, Ordering::Relaxed);
         println!();
         match result {
-            Ok(result) => eprintln!("{}", stats_line(&result)),
+            Ok(result) => {
+                eprintln!("{}", stats_line(&result));
+                save(&session);
+            }
             Err(e) => eprintln!("error: {e}"),
         }
     }
+}
+
+/// The session `tah chat` continues: the one saved in `path` when it
+/// exists, else a new one opened by `opening`.
+fn open_session(
+    model: Arc<TahModel>,
+    path: Option<&Path>,
+    opening: &[ChatMessage],
+) -> anyhow::Result<TahSession> {
+    let Some(path) = path.filter(|p| p.exists()) else {
+        let mut session = TahSession::new(model);
+        session.set_history(opening.to_vec());
+        return Ok(session);
+    };
+    let session = TahSession::restore(model, path).with_context(|| {
+        format!(
+            "cannot continue the conversation saved in {} (the file was left as it is; \
+             remove it or choose another --session to start a new one)",
+            path.display()
+        )
+    })?;
+    eprintln!(
+        "(continuing the conversation saved in {}: {} messages, {} tokens cached)",
+        path.display(),
+        session.history().len(),
+        session.cached_tokens()
+    );
+    if !opening.is_empty() && session.history().first() != opening.first() {
+        eprintln!("note: --system is ignored: the saved conversation has its own opening");
+    }
+    Ok(session)
 }
 
 /// Streams token text to stdout, coloured by depth.

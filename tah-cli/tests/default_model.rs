@@ -1,13 +1,29 @@
 //! The committed default model (`models/arith-tah.gguf`) through the real
 //! `tah` binary, with no `--model`: it loads and actually does arithmetic.
+//!
+//! The ignored tests are the checks of issue #19's curriculum model
+//! (questions of every kind, asked several ways, alone and in one chat,
+//! greedy; none of them in its training data, `tah_train::data::SHOWCASE`).
+//! The shipped model predates that curriculum and fails them; they are to
+//! run (un-ignored) when a model trained by the current `tah-train` ships.
 
-use std::process::Command;
+use std::io::Write;
+use std::process::{Command, Stdio};
 
-fn tah(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_tah"))
+fn tah(args: &[&str], stdin: Option<&str>) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tah"))
         .args(args)
-        .output()
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("running tah");
+    let mut input = child.stdin.take().expect("stdin");
+    input
+        .write_all(stdin.unwrap_or("").as_bytes())
+        .expect("writing to tah");
+    drop(input);
+    let out = child.wait_with_output().expect("running tah");
     assert!(
         out.status.success(),
         "tah {args:?} failed: {}",
@@ -16,32 +32,131 @@ fn tah(args: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("UTF-8 output")
 }
 
+/// The `#### ...` lines of an output, in order.
+fn answers(output: &str) -> Vec<&str> {
+    output
+        .lines()
+        .filter_map(|l| l.strip_prefix("#### "))
+        .collect()
+}
+
+/// Every kind, several phrasings; (question, expected `#### ` line).
+const QUESTIONS: &[(&str, &str)] = &[
+    ("What is 2 + 3?", "5"),
+    ("What is 347 + 589?", "936"),
+    ("Add 4096 and 785.", "4881"),
+    ("What is 4096 - 1278?", "2818"),
+    ("what is 703 minus 48", "655"),
+    ("What is 27 * 14?", "378"),
+    ("27 x 14", "378"),
+    ("Compute 27 times 14.", "378"),
+    ("What is 1278 / 7?", "182 r 4"),
+    ("Divide 96 by 4.", "24"),
+    (
+        "Ann has 23 pens. Ann gets 15 more and then gives away 9. How many pens does Ann have now?",
+        "29",
+    ),
+    (
+        "Ben buys 6 packs of cards with 12 in each pack, and already has 30. How many cards does Ben have now?",
+        "102",
+    ),
+];
+
 #[test]
 fn generate_without_model_works_the_readme_question() {
-    let answer = tah(&["generate", "What is 347 + 589?", "--temperature", "0"]);
+    let answer = tah(
+        &["generate", "What is 347 + 589?", "--temperature", "0"],
+        None,
+    );
+    // The shipped model's worked form (the curriculum model writes
+    // `347+589 / 7+9=16, carry 1 / ... / 347+589=936 / #### 936`).
     assert_eq!(answer.trim_end(), "7+9=16\n4+8+1=13\n3+5+1=9\n#### 936");
 }
 
-#[test]
-fn eval_without_model_solves_held_out_problems() {
+/// `tah eval` without `--model` on the first `limit` problems of the
+/// committed test split, `never` and `decider`: the table and the
+/// `(N/M correct)` of its two mode rows.
+fn eval_default(limit: &str) -> (String, Vec<(usize, usize)>) {
     let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/arith-test.jsonl");
-    let table = tah(&[
+    let args = [
         "eval",
         "--data",
         data,
         "--limit",
-        "50",
+        limit,
         "--modes",
         "never,decider",
-    ]);
-    // Rows end in `(N/50 correct)`. The model scores ~70% on the full split;
-    // a model that no longer loads right or lost its training scores ~0%.
-    let correct: Vec<usize> = table
+    ];
+    let table = tah(&args, None);
+    let rows: Vec<(usize, usize)> = table
         .lines()
-        .filter_map(|l| l.split('(').nth(1)?.split('/').next()?.parse().ok())
+        .filter(|l| l.ends_with("correct)"))
+        .filter_map(|l| {
+            let (n, m) = l.rsplit('(').next()?.split_once('/')?;
+            Some((n.parse().ok()?, m.split(' ').next()?.parse().ok()?))
+        })
         .collect();
-    assert_eq!(correct.len(), 2, "{table}");
-    for c in correct {
-        assert!(c >= 25, "only {c}/50 correct:\n{table}");
+    assert_eq!(rows.len(), 2, "{table}");
+    (table, rows)
+}
+
+#[test]
+fn eval_without_model_solves_held_out_problems() {
+    // The shipped model scores ~69% on the full split; one that no longer
+    // loads right or lost its training scores ~0%.
+    let (table, rows) = eval_default("50");
+    for (correct, questions) in rows {
+        assert!(correct * 2 >= questions, "{correct}/{questions}:\n{table}");
     }
+}
+
+#[test]
+#[ignore = "needs the curriculum-trained default model (#19, not shipped yet)"]
+fn generate_answers_every_kind() {
+    let mut wrong = Vec::new();
+    for &(question, expected) in QUESTIONS {
+        let output = tah(&["generate", question, "--temperature", "0"], None);
+        if answers(&output) != [expected] {
+            wrong.push(format!("{question} -> {output}"));
+        }
+    }
+    assert!(
+        wrong.is_empty(),
+        "wrong answers:\n{}",
+        wrong.join("\n---\n")
+    );
+}
+
+#[test]
+#[ignore = "needs the curriculum-trained default model (#19, not shipped yet)"]
+fn chat_answers_later_questions_as_well_as_the_first() {
+    let chat =
+        "What is 2 + 3?\nAnd what is 27 * 14?\n4096 - 1278\nNow try this: divide 1278 by 7.\n";
+    let output = tah(&["chat", "--temperature", "0"], Some(chat));
+    assert_eq!(
+        answers(&output),
+        ["5", "378", "2818", "182 r 4"],
+        "{output}"
+    );
+}
+
+#[test]
+#[ignore = "needs the curriculum-trained default model (#19, not shipped yet)"]
+fn eval_without_model_reports_every_kind() {
+    // The curriculum split (models/README): every kind and chats.
+    let (table, rows) = eval_default("60");
+    for (correct, questions) in rows {
+        assert!(
+            correct * 10 >= questions * 8,
+            "{correct}/{questions}:\n{table}"
+        );
+    }
+    for kind in ["add", "sub", "mul", "div", "word", "conversation"] {
+        assert!(
+            table.contains(&format!("  {kind} ")),
+            "no {kind} row:\n{table}"
+        );
+    }
+    assert!(table.contains("later questions"), "{table}");
+    assert!(table.contains("vs never"), "{table}");
 }

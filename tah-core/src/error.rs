@@ -89,6 +89,14 @@ pub enum Error {
     #[error("GPU: {0}")]
     Gpu(#[from] GpuProblem),
 
+    /// A saved session state could not be written or restored: it is
+    /// damaged, of a newer format, or belongs to another model or settings.
+    #[error("{path}: session state: {problem}")]
+    SessionState {
+        path: PathBuf,
+        problem: StateProblem,
+    },
+
     /// A tensor operation failed. This indicates a bug (shapes are validated
     /// at load time), but it is still reported rather than panicking.
     #[error("tensor backend: {0}")]
@@ -106,6 +114,8 @@ pub enum GgufProblem {
     UnsupportedTahVersion { found: u32, supported: u32 },
     #[error("the file ends early (while reading {0})")]
     Truncated(String),
+    #[error("the file shrank to {size} bytes after loading ({needed} are mapped); a loaded model's file must not change")]
+    ShrankAfterLoad { size: u64, needed: u64 },
     #[error("{0} is too large (corrupt or hostile file)")]
     TooLarge(String),
     #[error("tensor `{0}` lies (partly) past the end of the file")]
@@ -137,6 +147,8 @@ pub enum GpuProblem {
     },
     #[error("the model cannot run on the GPU: {0}")]
     Unsupported(String),
+    #[error("{0} needs a model on the CPU (this one runs on the GPU)")]
+    CpuOnly(String),
     #[error("the GPU device was lost: {0}")]
     DeviceLost(String),
     #[error("the GPU did not finish within {0:?}")]
@@ -147,7 +159,35 @@ pub enum GpuProblem {
     Internal(String),
 }
 
+/// What is wrong with a saved session state (see [`Error::SessionState`]).
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum StateProblem {
+    #[error("not a TaH session state file")]
+    NotAStateFile,
+    #[error("format version {found} is not supported (this runtime reads version {supported})")]
+    UnsupportedVersion { found: u32, supported: u32 },
+    #[error("the file ends early (in {0})")]
+    Truncated(String),
+    #[error("the file is corrupted ({0} fails its checksum)")]
+    Corrupted(String),
+    #[error("saved with another model ({0})")]
+    ForeignModel(String),
+    #[error("saved with other settings ({0})")]
+    SettingsMismatch(String),
+    #[error("inconsistent contents ({0})")]
+    Malformed(String),
+    #[error("{0}")]
+    Io(String),
+}
+
 impl Error {
+    pub(crate) fn session_state(path: impl Into<PathBuf>, problem: StateProblem) -> Self {
+        Error::SessionState {
+            path: path.into(),
+            problem,
+        }
+    }
+
     pub(crate) fn gguf(path: impl Into<PathBuf>, problem: GgufProblem) -> Self {
         Error::Gguf {
             path: path.into(),

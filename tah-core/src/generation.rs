@@ -186,6 +186,8 @@ pub struct GenerationStats {
     /// Why a model asked for on the GPU ran on the CPU
     /// ([`crate::TahModel::device_notice`]).
     pub device_notice: Option<String>,
+    /// Threads of the pool the generation ran on.
+    pub threads: u32,
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -200,6 +202,25 @@ pub struct GenerationResult {
     /// Generated ids (EOS excluded).
     pub token_ids: Vec<u32>,
     pub stats: GenerationStats,
+}
+
+impl GenerationResult {
+    /// A generation cancelled before it started: no output, nothing
+    /// computed, the session unchanged.
+    pub fn cancelled_before_start(load_ms: f64) -> Self {
+        GenerationResult {
+            text: String::new(),
+            reasoning: String::new(),
+            content: String::new(),
+            stop_reason: StopReason::Cancelled,
+            token_ids: Vec::new(),
+            stats: GenerationStats {
+                load_ms,
+                threads: rayon::current_num_threads() as u32,
+                ..GenerationStats::default()
+            },
+        }
+    }
 }
 
 /// Splits Qwen3 output into (reasoning, content) like Qwen's own parsing:

@@ -5,6 +5,7 @@
 //! LoRA adapter, fed a soft embedding of the previous pass's top logits),
 //! and their logits are added up. See `docs` in the repository README.
 
+mod atomic_file;
 pub mod chat_template;
 pub mod config;
 mod cpu_chunk;
@@ -13,6 +14,7 @@ pub mod device;
 pub mod embedding;
 pub mod error;
 pub mod eval;
+mod fingerprint;
 pub mod generation;
 pub mod gguf;
 #[cfg(feature = "gpu")]
@@ -22,9 +24,11 @@ pub mod kernels;
 pub mod kv_cache;
 pub mod load;
 pub mod logits;
+pub mod memory;
 pub mod model;
 pub mod sampling;
 pub mod session;
+mod session_state;
 pub mod stream;
 pub mod tah_model;
 pub mod tokenizer;
@@ -34,7 +38,8 @@ pub mod weights;
 
 pub use chat_template::{ChatMessage, Role};
 pub use device::{ComputeDevice, GpuOptions};
-pub use error::{Error, GgufProblem, GpuProblem, Result};
+pub use error::{Error, GgufProblem, GpuProblem, Result, StateProblem};
+pub use gguf::ModelFile;
 pub use iteration::{ChunkOptions, ChunkOutput, IterationMode, IterationPolicy, KeepLogits};
 pub use kv_cache::{KvCache, KvPrecision};
 pub use logits::TopRequest;

@@ -10,6 +10,7 @@ use crate::config::{read_json, LoraConfig, Qwen3Config, TahConfig};
 use crate::decider::{Decider, DeciderFile};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
+use crate::gguf::ModelFile;
 use crate::model::{LoraWeights, Model};
 use crate::tah_model::{check_tokenizer_fits, LoadOptions, LoadedParts, TahModel};
 use crate::tokenizer::TahTokenizer;
@@ -23,13 +24,22 @@ impl TahModel {
         let mut model = if path.is_dir() {
             load_hf_dir(path, options)?
         } else if path.is_file() {
-            crate::gguf::load::load(path, options)?
+            crate::gguf::load::load(ModelFile::open(path)?, options)?
         } else {
             return Err(Error::io(
                 path,
                 std::io::Error::new(std::io::ErrorKind::NotFound, "model not found"),
             ));
         };
+        model.load_ms = started.elapsed().as_secs_f64() * 1e3;
+        Ok(model)
+    }
+
+    /// Loads a `.gguf` model from an open file or a region of one (see
+    /// [`ModelFile::from_descriptor`]): the bytes are mapped in place.
+    pub fn load_file(file: ModelFile, options: &LoadOptions) -> Result<Self> {
+        let started = Instant::now();
+        let mut model = crate::gguf::load::load(file, options)?;
         model.load_ms = started.elapsed().as_secs_f64() * 1e3;
         Ok(model)
     }
@@ -121,6 +131,8 @@ fn load_hf_dir(dir: &Path, options: &LoadOptions) -> Result<TahModel> {
             tokenizer,
             chat_template,
             notice,
+            mapping: None,
+            fingerprint: Some(crate::fingerprint::of_dir(dir)?),
         },
         options,
     )

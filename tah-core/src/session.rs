@@ -13,7 +13,7 @@ pub use crate::generation::{
     StopReason, TokenEvent,
 };
 
-use crate::chat_template::ChatMessage;
+use crate::chat_template::{ChatMessage, Role};
 use crate::error::{Error, Result};
 use crate::iteration::{ChunkOptions, IterationPolicy, KeepLogits, TokenPasses};
 use crate::kv_cache::KvCache;
@@ -24,19 +24,22 @@ use crate::tah_model::TahModel;
 /// What decides the KV entries of a token besides the tokens themselves:
 /// entries computed under other settings are not reused.
 #[derive(Clone, Copy, Debug, PartialEq)]
-struct CacheKey {
-    policy: IterationPolicy,
-    hard_token_budget: Option<u32>,
+pub(crate) struct CacheKey {
+    pub policy: IterationPolicy,
+    pub hard_token_budget: Option<u32>,
 }
 
 pub struct TahSession {
-    model: Arc<TahModel>,
-    cache: KvCache,
+    pub(crate) model: Arc<TahModel>,
+    pub(crate) cache: KvCache,
     /// The ids whose K/V entries are in `cache` (always `cache.len()` of them).
-    tokens: Vec<u32>,
+    pub(crate) tokens: Vec<u32>,
     /// Settings the cached entries were computed with.
-    cache_key: Option<CacheKey>,
-    history: Vec<ChatMessage>,
+    pub(crate) cache_key: Option<CacheKey>,
+    pub(crate) history: Vec<ChatMessage>,
+    /// Leading cached tokens a critical memory trim keeps: the system
+    /// prompt of the last chat prompt.
+    pub(crate) kept_prefix: usize,
 }
 
 /// Per-generation counters behind [`GenerationStats`] and the hard-token budget.
@@ -102,6 +105,7 @@ impl TahSession {
             tokens: Vec::new(),
             cache_key: None,
             history: Vec::new(),
+            kept_prefix: 0,
         }
     }
 
@@ -109,7 +113,9 @@ impl TahSession {
         &self.model
     }
 
-    /// The conversation [`chat`](Self::chat) has built.
+    /// The conversation of the last chat prompt and its answer (see
+    /// [`generate`](Self::generate)), or as [`set_history`](Self::set_history)
+    /// left it.
     pub fn history(&self) -> &[ChatMessage] {
         &self.history
     }
@@ -125,18 +131,37 @@ impl TahSession {
         self.tokens.len()
     }
 
+    /// The ids whose K/V entries the session holds.
+    pub fn cached_token_ids(&self) -> &[u32] {
+        &self.tokens
+    }
+
     /// Forgets the conversation and the cache (keeping its allocations).
     pub fn reset(&mut self) {
         self.cache.reset();
         self.tokens.clear();
         self.cache_key = None;
         self.history.clear();
+        self.kept_prefix = 0;
     }
 
-    /// One chat turn: answers `history() + user_message`, then appends the
-    /// user message and the reply (full text, thinking included; the template
-    /// decides what later turns see) to the history. A cancelled answer is
-    /// kept as far as it got; on error the history is unchanged.
+    /// Gives the KV cache's memory back: unused capacity always, and with
+    /// `drop_entries` every entry past the kept prefix (the last chat
+    /// prompt's system message), which the next prompt then recomputes.
+    /// Returns the bytes freed.
+    pub fn trim_cache(&mut self, drop_entries: bool) -> usize {
+        let keep = if drop_entries {
+            self.kept_prefix.min(self.tokens.len())
+        } else {
+            self.tokens.len()
+        };
+        self.tokens.truncate(keep);
+        self.cache.shrink(keep)
+    }
+
+    /// One chat turn: answers `history() + user_message` (which
+    /// [`generate`](Self::generate) then records as the history, with the
+    /// answer).
     pub fn chat(
         &mut self,
         user_message: &str,
@@ -146,15 +171,16 @@ impl TahSession {
     ) -> Result<GenerationResult> {
         let mut messages = self.history.clone();
         messages.push(ChatMessage::user(user_message));
-        let result = self.generate(&Prompt::Chat(messages.clone()), config, cancel, on_token)?;
-        messages.push(ChatMessage::assistant(result.text.clone()));
-        self.history = messages;
-        Ok(result)
+        self.generate(&Prompt::Chat(messages), config, cancel, on_token)
     }
 
     /// Generates an answer to `prompt`, streaming every token to `on_token`.
     /// Cancellation is not an error: the result holds the output so far with
-    /// [`StopReason::Cancelled`], and the session stays usable.
+    /// [`StopReason::Cancelled`], and the session stays usable (cancelled
+    /// before it started, nothing changes). After a chat prompt, the history
+    /// is its messages plus the answer (full text, thinking included; the
+    /// template decides what later turns see; a cancelled answer as far as
+    /// it got); on error the history is unchanged.
     pub fn generate(
         &mut self,
         prompt: &Prompt,
@@ -163,6 +189,12 @@ impl TahSession {
         on_token: &mut dyn FnMut(&TokenEvent),
     ) -> Result<GenerationResult> {
         config.validate()?;
+        if cancel.is_cancelled() {
+            return Ok(GenerationResult::cancelled_before_start(
+                self.model.load_ms(),
+            ));
+        }
+        self.model.check_weights_intact()?;
         let model = Arc::clone(&self.model);
         let ids = encode_prompt(&model, prompt, config)?;
         if ids.len() > self.cache.capacity() {
@@ -202,6 +234,12 @@ impl TahSession {
             Err(e) => return Err(e),
         };
         let stats = self.stats(&model, &tally, ids.len() - reused, reused, &output);
+        if let Prompt::Chat(messages) = prompt {
+            self.kept_prefix = system_prefix_len(&model, messages, config, &ids);
+            self.history = messages.clone();
+            self.history
+                .push(ChatMessage::assistant(output.text.clone()));
+        }
         let (reasoning, content) = split_reasoning(&output.text);
         Ok(GenerationResult {
             text: output.text,
@@ -386,6 +424,7 @@ impl TahSession {
             peak_kv_bytes: tally.peak_kv_bytes as u64,
             device: model.device_name(),
             device_notice: model.device_notice().map(str::to_owned),
+            threads: rayon::current_num_threads() as u32,
         }
     }
 }
@@ -424,6 +463,24 @@ fn encode_prompt(model: &TahModel, prompt: &Prompt, config: &GenerationConfig) -
         return Err(Error::InvalidArgument("the prompt has no tokens".into()));
     }
     Ok(ids)
+}
+
+/// Leading tokens of `ids` (the rendered `messages`) that belong to its
+/// opening system message; 0 without one (or if it does not render alone).
+fn system_prefix_len(
+    model: &TahModel,
+    messages: &[ChatMessage],
+    config: &GenerationConfig,
+    ids: &[u32],
+) -> usize {
+    let Some(system) = messages.first().filter(|m| m.role == Role::System) else {
+        return 0;
+    };
+    let system_ids = model.chat_template().and_then(|template| {
+        let text = template.render(std::slice::from_ref(system), false, config.enable_thinking)?;
+        model.tokenizer()?.encode(&text)
+    });
+    system_ids.map_or(0, |s| common_prefix_len(&s, ids))
 }
 
 fn common_prefix_len(a: &[u32], b: &[u32]) -> usize {

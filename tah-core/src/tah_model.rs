@@ -3,6 +3,7 @@
 //! across threads; each conversation keeps its own [`KvCache`].
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
 
 use crate::chat_template::ChatTemplate;
 use crate::config::{DeciderConfig, Qwen3Config};
@@ -10,6 +11,7 @@ use crate::decider::Decider;
 use crate::device::{ComputeDevice, GpuOptions};
 use crate::embedding::Embedding;
 use crate::error::{Error, Result};
+use crate::gguf::mapping::Mapping;
 use crate::kv_cache::{KvCache, KvPrecision, KvShape};
 use crate::model::Model;
 use crate::tokenizer::TahTokenizer;
@@ -58,6 +60,16 @@ pub struct TahModel {
     notice: Option<String>,
     /// Why a GPU model runs on the CPU (`fallback_to_cpu`).
     device_notice: Option<String>,
+    /// The mapped model file (GGUF models), whose pages a trim releases.
+    mapping: Option<MappedModel>,
+    /// See [`TahModel::fingerprint`]; computed on first use for mapped files.
+    fingerprint: OnceLock<u64>,
+}
+
+/// A GGUF model's mapping and where its tensor data starts.
+pub(crate) struct MappedModel {
+    pub mapping: Arc<Mapping>,
+    pub header_len: usize,
 }
 
 /// What a format-specific loader hands to [`TahModel::assemble`].
@@ -70,9 +82,43 @@ pub(crate) struct LoadedParts {
     pub chat_template: Option<ChatTemplate>,
     /// Shown to the user once (e.g. "no TaH parts: plain Qwen3").
     pub notice: Option<String>,
+    /// A GGUF model's mapping; None for a checkpoint directory.
+    pub mapping: Option<MappedModel>,
+    /// Known at load time (directories); mapped files compute it lazily.
+    pub fingerprint: Option<u64>,
 }
 
 impl TahModel {
+    /// Fails (with [`crate::GgufProblem::ShrankAfterLoad`]) when the mapped
+    /// model file has been truncated since it was loaded, where reading its
+    /// weights would crash the process. Sessions check it before every
+    /// generation.
+    pub fn check_weights_intact(&self) -> Result<()> {
+        self.mapping
+            .as_ref()
+            .map_or(Ok(()), |m| m.mapping.check_intact())
+    }
+
+    /// Drops the mapped weights' pages from the resident set (they are read
+    /// back from the file on their next use, unchanged) and returns the
+    /// resident bytes released. A checkpoint directory's weights live on the
+    /// heap: nothing to release there.
+    pub fn release_weight_pages(&self) -> usize {
+        self.mapping
+            .as_ref()
+            .map_or(0, |m| m.mapping.release_resident_pages())
+    }
+
+    /// The model's identity for saved session states: a hash of its files'
+    /// headers and of samples of its weights (`crate::fingerprint`).
+    pub fn fingerprint(&self) -> u64 {
+        *self.fingerprint.get_or_init(|| {
+            self.mapping.as_ref().map_or(0, |m| {
+                crate::fingerprint::of_bytes(m.mapping.bytes(), m.header_len)
+            })
+        })
+    }
+
     /// How long [`TahModel::load`] took, in milliseconds.
     pub fn load_ms(&self) -> f64 {
         self.load_ms
@@ -99,6 +145,10 @@ impl TahModel {
             options,
             (parts.max_iter, parts.soft_topk),
         )?;
+        let fingerprint = OnceLock::new();
+        if let Some(known) = parts.fingerprint {
+            let _ = fingerprint.set(known);
+        }
         Ok(TahModel {
             engine,
             cfg,
@@ -113,6 +163,8 @@ impl TahModel {
             load_ms: 0.0,
             notice: parts.notice,
             device_notice,
+            mapping: parts.mapping,
+            fingerprint,
         })
     }
 

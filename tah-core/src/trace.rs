@@ -23,6 +23,9 @@ pub enum TraceInput {
     Prompt(String),
     /// One user message rendered with the chat template (thinking on).
     Chat(String),
+    /// A conversation rendered with the chat template and its generation
+    /// prompt (thinking on).
+    Messages(Vec<ChatMessage>),
 }
 
 #[derive(Clone, Debug)]
@@ -99,6 +102,13 @@ impl Trace {
     }
 }
 
+/// The rendered conversation and its ids.
+fn render(model: &TahModel, messages: &[ChatMessage]) -> Result<(Option<String>, Vec<u32>)> {
+    let rendered = model.chat_template()?.render(messages, true, true)?;
+    let ids = model.tokenizer()?.encode(&rendered)?;
+    Ok((Some(rendered), ids))
+}
+
 /// Runs a trace. Decoding is greedy and stops early (without appending) on
 /// the model config's EOS token, like the reference.
 pub fn trace(model: &TahModel, request: &TraceRequest) -> Result<Trace> {
@@ -106,14 +116,8 @@ pub fn trace(model: &TahModel, request: &TraceRequest) -> Result<Trace> {
     let (prompt, input_ids) = match &request.input {
         TraceInput::Ids(ids) => (None, ids.clone()),
         TraceInput::Prompt(text) => (Some(text.clone()), model.tokenizer()?.encode(text)?),
-        TraceInput::Chat(text) => {
-            let rendered =
-                model
-                    .chat_template()?
-                    .render(&[ChatMessage::user(text.clone())], true, true)?;
-            let ids = model.tokenizer()?.encode(&rendered)?;
-            (Some(rendered), ids)
-        }
+        TraceInput::Chat(text) => render(model, &[ChatMessage::user(text.clone())])?,
+        TraceInput::Messages(messages) => render(model, messages)?,
     };
     if input_ids.is_empty() {
         return Err(Error::InvalidArgument("the prompt has no tokens".into()));

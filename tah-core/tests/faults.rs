@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::GgmlDType;
 use common::gguf::TempFile;
 use common::tiny_gguf::tiny_gguf;
-use common::{fixture_dir, fixture_model, soak, tokenizer_path};
+use common::{fixture_dir, fixture_model, generate, soak, tokenizer_path};
 use tah_core::{
     CancelHandle, ChatMessage, GenerationConfig, GenerationResult, IterationMode, LoadOptions,
     Prompt, StopReason, TahModel, TahSession,
@@ -30,16 +30,6 @@ fn sampled(seed: u64, max_new_tokens: usize) -> GenerationConfig {
         max_new_tokens,
         ..GenerationConfig::default()
     }
-}
-
-fn generate(
-    session: &mut TahSession,
-    prompt: &Prompt,
-    config: &GenerationConfig,
-) -> GenerationResult {
-    session
-        .generate(prompt, config, &CancelHandle::new(), &mut |_| {})
-        .unwrap()
 }
 
 /// Deterministic "random" numbers for reproducible schedules.

@@ -14,14 +14,11 @@ use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
 use common::tiny_gguf::tiny_gguf;
+use entry_points::fuzz_dir;
 use tah_core::{
     CancelHandle, ChatMessage, GenerationConfig, IterationMode, LoadOptions, Prompt, TahModel,
     TahSession,
 };
-
-fn fuzz_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../fuzz")
-}
 
 fn files_in(dir: PathBuf) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
@@ -147,4 +144,35 @@ fn gguf_seeds_are_working_models() {
         assert!(!result.token_ids.is_empty(), "{name}: no token");
         println!("{name}: {} bytes, generated {:?}", bytes.len(), result.text);
     }
+}
+
+/// The session-state seed is a saved state of the tiny seed model (with
+/// depth-2 entries). Its K/V values come from the CPU's float kernels, so it
+/// is checked by restoring it rather than byte for byte;
+/// `TAH_WRITE_FUZZ_SEEDS=1` rewrites it.
+#[test]
+fn the_session_state_seed_restores_into_its_model() {
+    let path = fuzz_dir().join("corpus/session_state/tiny-tah.tahstate");
+    let model = entry_points::state_model();
+    if std::env::var_os("TAH_WRITE_FUZZ_SEEDS").is_some() {
+        let mut session = TahSession::new(Arc::clone(&model));
+        let config = GenerationConfig {
+            max_new_tokens: 6,
+            mode: IterationMode::Always,
+            ..GenerationConfig::greedy()
+        };
+        session
+            .chat(
+                "what is 1 + 2 ?",
+                &config,
+                &CancelHandle::new(),
+                &mut |_| {},
+            )
+            .unwrap();
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        session.save_state(&path).unwrap();
+    }
+    let restored = TahSession::restore(model, &path)
+        .unwrap_or_else(|e| panic!("{e}: rerun with TAH_WRITE_FUZZ_SEEDS=1"));
+    assert!(restored.cached_tokens() > 0 && restored.history().len() == 2);
 }

@@ -101,7 +101,7 @@ fn q4_k_figures() {
 
 /// The shipped trained model (`models/arith-tah.gguf`, f16) rewritten at f32
 /// and at `quant` by `convert`, teacher-forced on held-out problems (chat
-/// transcript of question and worked solution) in `decider` mode.
+/// transcripts of questions and worked solutions) in `decider` mode.
 fn trained_agreement(quant: Quant, problems: usize) -> Agreement {
     let models = repo_root().join("models");
     let rewrite = |quant: Quant| {

@@ -5,6 +5,7 @@
 //! dequantized on the CPU; models of other shapes; the trained model's
 //! quantized files against the CPU path; sessions; and every failure mode,
 //! forced. Needs a Vulkan driver (`mesa-vulkan-drivers` gives lavapipe).
+
 #![cfg(feature = "gpu")]
 
 mod common;
@@ -503,6 +504,45 @@ fn sessions_generate_on_the_gpu() {
             .token_ids,
         want
     );
+
+    // Memory trims give the GPU cache's buffers back without changing the
+    // next answer (the same prompt: the history is cleared first).
+    session.set_history(Vec::new());
+    let kept = session.cached_tokens();
+    let light = session.trim_cache(false);
+    assert_eq!(session.cached_tokens(), kept);
+    assert!(kept > 0, "a light trim keeps the entries");
+    let answer = |session: &mut TahSession| {
+        let ids = session
+            .chat(text, &greedy, &cancel, &mut |_| {})
+            .unwrap()
+            .token_ids;
+        session.set_history(Vec::new());
+        ids
+    };
+    assert_eq!(answer(&mut session), want);
+    let critical = session.trim_cache(true);
+    assert!(session.cached_tokens() < kept);
+    assert!(
+        light > 0 && critical > 0,
+        "light {light}, critical {critical}"
+    );
+    println!("GPU cache trims: light {light} B, critical {critical} B ({kept} tokens)");
+    assert_eq!(answer(&mut session), want);
+
+    // Saved session states need a CPU model: a typed error, no file.
+    let path = std::env::temp_dir().join(format!("tah-gpu-state-{}", std::process::id()));
+    let errors = [
+        session.save_state(&path).unwrap_err(),
+        TahSession::restore(gpu.clone(), &path).err().unwrap(),
+    ];
+    for error in errors {
+        assert!(
+            matches!(error, Error::Gpu(GpuProblem::CpuOnly(_))),
+            "{error:?}"
+        );
+    }
+    assert!(!path.exists());
 }
 
 fn gpu_error(gpu: GpuOptions) -> Error {

@@ -33,6 +33,11 @@ pub enum TahError {
     /// limits, a device lost or hung. Load on the CPU, or with `gpuFallback`.
     #[error("GPU: {reason}")]
     Gpu { reason: String },
+    /// A saved session state could not be written or restored: the file is
+    /// missing, truncated or corrupted, written by a newer SDK, or saved
+    /// with another model or KV settings. The session involved is unchanged.
+    #[error("session state: {reason}")]
+    SessionState { reason: String },
     /// A bug: an engine panic, a tensor backend failure, or a foreign callback
     /// that failed unexpectedly.
     #[error("internal error: {reason}")]
@@ -72,6 +77,7 @@ impl From<tah_core::Error> for TahError {
             E::ContextOverflow { .. } => TahError::ContextOverflow { reason },
             E::Cancelled => TahError::Cancelled { reason },
             E::Gpu(_) => TahError::Gpu { reason },
+            E::SessionState { .. } => TahError::SessionState { reason },
             E::Candle(_) => TahError::Internal { reason },
         }
     }

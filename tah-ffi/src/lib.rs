@@ -11,12 +11,16 @@
 mod diagnostics;
 mod error;
 mod guard;
+mod lifecycle;
 mod model;
 mod records;
 mod session;
+mod source;
+mod state;
 
 pub use diagnostics::diagnostic_panic;
 pub use error::TahError;
+pub use lifecycle::{TrimLevel, TrimReport};
 pub use model::{Device, KvPrecision, ModelOptions, TahModel};
 pub use records::{
     compute_backends, default_generation_config, greedy_generation_config, ChatMessage,
@@ -24,5 +28,6 @@ pub use records::{
     StopReason, TokenEvent,
 };
 pub use session::{GenerationHandle, TahSession, TokenListener};
+pub use source::ModelSource;
 
 uniffi::setup_scaffolding!();

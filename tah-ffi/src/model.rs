@@ -1,17 +1,18 @@
 //! `TahModel`: a loaded checkpoint, shared by any number of sessions.
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Weak};
 
 use crate::error::TahError;
 use crate::guard::guarded;
-use crate::session::TahSession;
+use crate::session::{lock, SessionInner, TahSession};
+use crate::source::ModelSource;
 
 /// Options for [`TahModel::load`].
 #[derive(Debug, Clone, Default, PartialEq, Eq, uniffi::Record)]
 pub struct ModelOptions {
     /// Worker threads the model's tensor operations use (`null`/`nil`: one
-    /// per core).
+    /// per core). [`TahModel::set_threads`] changes it later.
     #[uniffi(default)]
     pub threads: Option<u32>,
     /// Context length of the model's sessions, in tokens (`null`/`nil`: the
@@ -82,36 +83,78 @@ impl From<KvPrecision> for tah_core::KvPrecision {
 /// released.
 #[derive(uniffi::Object)]
 pub struct TahModel {
-    engine: Arc<tah_core::TahModel>,
-    /// The model's own thread pool when `threads` was given.
-    pool: Option<Arc<rayon::ThreadPool>>,
+    pub(crate) inner: Arc<ModelInner>,
+}
+
+/// What the model's sessions share with it.
+pub(crate) struct ModelInner {
+    pub engine: Arc<tah_core::TahModel>,
+    /// The compute pool generations start on (None: rayon's global pool,
+    /// one thread per core). Replaced by `set_threads`.
+    pool: Mutex<Option<Arc<rayon::ThreadPool>>>,
+    /// The model's sessions, for memory trims.
+    sessions: Mutex<Vec<Weak<SessionInner>>>,
+}
+
+impl ModelInner {
+    /// The pool the next generation runs on.
+    pub fn pool(&self) -> Option<Arc<rayon::ThreadPool>> {
+        lock(&self.pool).clone()
+    }
+
+    pub fn set_pool(&self, pool: Option<Arc<rayon::ThreadPool>>) {
+        *lock(&self.pool) = pool;
+    }
+
+    /// The live sessions (dropping the records of released ones).
+    pub fn sessions(&self) -> Vec<Arc<SessionInner>> {
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|s| s.strong_count() > 0);
+        sessions.iter().filter_map(Weak::upgrade).collect()
+    }
+
+    fn register(&self, session: &Arc<SessionInner>) {
+        let mut sessions = lock(&self.sessions);
+        sessions.retain(|s| s.strong_count() > 0);
+        sessions.push(Arc::downgrade(session));
+    }
+}
+
+/// A pool of `threads` compute threads.
+pub(crate) fn compute_pool(threads: u32) -> Result<Arc<rayon::ThreadPool>, TahError> {
+    if threads == 0 {
+        return Err(TahError::InvalidArgument {
+            reason: "threads must be positive".into(),
+        });
+    }
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads as usize)
+        .thread_name(|i| format!("tah-compute-{i}"))
+        .build()
+        .map(Arc::new)
+        .map_err(|e| TahError::Internal {
+            reason: format!("cannot start {threads} threads: {e}"),
+        })
 }
 
 #[uniffi::export]
 impl TahModel {
     /// Loads a TaH checkpoint directory (Hugging Face layout: `config.json`,
-    /// `model.safetensors`, `tah_config.json`, `iter_decider.bin`, `lora/`...).
-    /// Blocking: call it off the UI thread.
+    /// `model.safetensors`, `tah_config.json`, `iter_decider.bin`, `lora/`...)
+    /// or a `.gguf` model file. Blocking: call it off the UI thread.
     #[uniffi::constructor]
     pub fn load(path: String, options: ModelOptions) -> Result<Arc<Self>, TahError> {
+        Self::load_from(ModelSource::Path { path }, options)
+    }
+
+    /// Loads a model from `source`: a path, or a `.gguf` model inside an
+    /// open file (an uncompressed Android asset, through its
+    /// `AssetFileDescriptor`), mapped in place. Blocking: call it off the UI
+    /// thread.
+    #[uniffi::constructor]
+    pub fn load_from(source: ModelSource, options: ModelOptions) -> Result<Arc<Self>, TahError> {
         guarded(|| {
-            let pool = match options.threads {
-                None => None,
-                Some(0) => {
-                    return Err(TahError::InvalidArgument {
-                        reason: "threads must be positive".into(),
-                    })
-                }
-                Some(n) => Some(Arc::new(
-                    rayon::ThreadPoolBuilder::new()
-                        .num_threads(n as usize)
-                        .thread_name(|i| format!("tah-compute-{i}"))
-                        .build()
-                        .map_err(|e| TahError::Internal {
-                            reason: format!("cannot start {n} threads: {e}"),
-                        })?,
-                )),
-            };
+            let pool = options.threads.map(compute_pool).transpose()?;
             let load_options = tah_core::LoadOptions {
                 tokenizer: options.tokenizer_path.map(PathBuf::from),
                 context_length: options.context_length.map(|n| n as usize),
@@ -123,15 +166,26 @@ impl TahModel {
                     ..Default::default()
                 },
             };
-            let load = || tah_core::TahModel::load(Path::new(&path), &load_options);
+            let load = || match source {
+                ModelSource::Path { path } => {
+                    tah_core::TahModel::load(Path::new(&path), &load_options)
+                }
+                ModelSource::Fd { fd, offset, length } => {
+                    crate::source::model_file(fd, offset, length)
+                        .and_then(|file| tah_core::TahModel::load_file(file, &load_options))
+                }
+            };
             let engine = match &pool {
                 Some(pool) => pool.install(load),
                 None => load(),
             }
             .map_err(load_error)?;
             Ok(Arc::new(TahModel {
-                engine: Arc::new(engine),
-                pool,
+                inner: Arc::new(ModelInner {
+                    engine: Arc::new(engine),
+                    pool: Mutex::new(pool),
+                    sessions: Mutex::new(Vec::new()),
+                }),
             }))
         })
     }
@@ -139,22 +193,32 @@ impl TahModel {
     /// A new, empty conversation with this model. Sessions are independent
     /// and may generate concurrently.
     pub fn new_session(&self) -> Arc<TahSession> {
-        Arc::new(TahSession::new(Arc::clone(&self.engine), self.pool.clone()))
+        let engine = tah_core::TahSession::new(Arc::clone(&self.inner.engine));
+        Arc::new(self.session_with(engine))
     }
 
     /// The context length of this model's sessions, in tokens.
     pub fn context_length(&self) -> u32 {
-        u32::try_from(self.engine.context_length()).unwrap_or(u32::MAX)
+        u32::try_from(self.inner.engine.context_length()).unwrap_or(u32::MAX)
     }
 
     /// Where the model runs: `cpu`, or `gpu: <adapter> (<backend>)`.
     pub fn device_name(&self) -> String {
-        self.engine.device_name()
+        self.inner.engine.device_name()
     }
 
     /// Why a model asked for on the GPU runs on the CPU (`gpuFallback`).
     pub fn device_notice(&self) -> Option<String> {
-        self.engine.device_notice().map(str::to_owned)
+        self.inner.engine.device_notice().map(str::to_owned)
+    }
+}
+
+impl TahModel {
+    /// A session holding `engine`, registered with the model.
+    pub(crate) fn session_with(&self, engine: tah_core::TahSession) -> TahSession {
+        let session = TahSession::new(Arc::clone(&self.inner), engine);
+        self.inner.register(session.inner());
+        session
     }
 }
 

@@ -130,6 +130,8 @@ pub struct Stats {
     pub device: String,
     /// Why a model asked for on the GPU ran on the CPU (`gpuFallback`).
     pub device_notice: Option<String>,
+    /// Compute threads the generation ran on.
+    pub threads: u32,
 }
 
 /// The outcome of a generation.
@@ -154,6 +156,20 @@ impl From<ChatMessage> for chat_template::ChatMessage {
             Role::Assistant => chat_template::Role::Assistant,
         };
         chat_template::ChatMessage {
+            role,
+            content: m.content,
+        }
+    }
+}
+
+impl From<chat_template::ChatMessage> for ChatMessage {
+    fn from(m: chat_template::ChatMessage) -> Self {
+        let role = match m.role {
+            chat_template::Role::System => Role::System,
+            chat_template::Role::User => Role::User,
+            chat_template::Role::Assistant => Role::Assistant,
+        };
+        ChatMessage {
             role,
             content: m.content,
         }
@@ -277,6 +293,7 @@ impl From<engine::GenerationStats> for Stats {
             peak_kv_bytes: s.peak_kv_bytes,
             device: s.device,
             device_notice: s.device_notice,
+            threads: s.threads,
         }
     }
 }

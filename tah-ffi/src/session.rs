@@ -4,11 +4,14 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
+use std::thread::ThreadId;
+use std::time::{Duration, Instant};
 
 use crate::error::TahError;
 use crate::guard::guarded;
+use crate::model::ModelInner;
 use crate::records::{GenerationConfig, GenerationResult, Prompt, TokenEvent};
 use tah_core::session::{self as engine, CancelHandle};
 
@@ -58,43 +61,70 @@ impl Drop for GenerationHandle {
 
 /// One conversation with a model: its KV cache and settings. A session runs
 /// one generation at a time (a second one fails with `TahError.Busy`); use
-/// several sessions for concurrent generations. Releasing the session cancels
-/// its running generation.
+/// several sessions for concurrent generations. A generation that was
+/// cancelled (`cancel()`, a closed handle, a stopped Kotlin flow or Swift
+/// stream) does not block the next one: a new generation, `reset`,
+/// `cachedTokens` or `saveState` waits for it to wind down (within one
+/// forward pass). Releasing the session cancels its running generation.
 #[derive(uniffi::Object)]
 pub struct TahSession {
     inner: Arc<SessionInner>,
 }
 
-struct SessionInner {
-    model: Arc<tah_core::TahModel>,
-    pool: Option<Arc<rayon::ThreadPool>>,
+pub(crate) struct SessionInner {
+    model: Arc<ModelInner>,
     slot: Mutex<Slot>,
+    /// Signalled whenever a generation gives the engine session back.
+    returned: Condvar,
 }
 
 /// The engine session, lent to the worker of the running generation.
 struct Slot {
-    /// `None` while a generation runs.
+    /// `None` while a generation holds it.
     engine: Option<engine::TahSession>,
-    /// The running (or last) generation's cancel flag.
+    /// The generation that holds the engine, or takes it next.
+    owner: Option<Owner>,
+    next_id: u64,
+}
+
+struct Owner {
+    id: u64,
     cancel: CancelHandle,
+    /// The worker thread, once it holds the engine.
+    worker: Option<ThreadId>,
+}
+
+/// How long a call waits for a cancelled generation to give the session
+/// back: far more than one forward pass, so only a listener that blocks
+/// in a callback reaches it.
+const WIND_DOWN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a generation's worker did not get the engine session.
+enum Missed {
+    /// A newer generation took this one's place (this one had been
+    /// cancelled before it started).
+    Superseded,
+    /// The previous generation did not give the session back in time.
+    TimedOut,
 }
 
 impl TahSession {
-    pub(crate) fn new(
-        model: Arc<tah_core::TahModel>,
-        pool: Option<Arc<rayon::ThreadPool>>,
-    ) -> Self {
-        let engine = engine::TahSession::new(Arc::clone(&model));
+    pub(crate) fn new(model: Arc<ModelInner>, engine: engine::TahSession) -> Self {
         TahSession {
             inner: Arc::new(SessionInner {
                 model,
-                pool,
                 slot: Mutex::new(Slot {
                     engine: Some(engine),
-                    cancel: CancelHandle::default(),
+                    owner: None,
+                    next_id: 0,
                 }),
+                returned: Condvar::new(),
             }),
         }
+    }
+
+    pub(crate) fn inner(&self) -> &Arc<SessionInner> {
+        &self.inner
     }
 }
 
@@ -103,7 +133,7 @@ impl TahSession {
     /// Starts generating from `prompt` on a worker thread and returns at once.
     /// Tokens, then the result or the error, go to `listener`. Fails at once
     /// with `InvalidArgument` for a bad `config` and with `Busy` while another
-    /// generation of this session runs.
+    /// generation of this session runs (one that was cancelled is waited for).
     pub fn generate(
         &self,
         prompt: Prompt,
@@ -131,14 +161,12 @@ impl TahSession {
 
     /// Cancels the running generation, if any.
     pub fn cancel(&self) {
-        self.inner.lock().cancel.cancel();
+        self.inner.cancel();
     }
 
     /// Forgets the conversation (clears the KV cache). `Busy` while generating.
     pub fn reset(&self) -> Result<(), TahError> {
-        let mut slot = self.inner.lock();
-        let engine = slot.engine.as_mut().ok_or_else(busy)?;
-        guarded(|| {
+        self.inner.with_engine(|engine| {
             engine.reset();
             Ok(())
         })
@@ -146,15 +174,14 @@ impl TahSession {
 
     /// Tokens held in the session's KV cache. `Busy` while generating.
     pub fn cached_tokens(&self) -> Result<u64, TahError> {
-        let slot = self.inner.lock();
-        let engine = slot.engine.as_ref().ok_or_else(busy)?;
-        Ok(engine.cached_tokens() as u64)
+        self.inner
+            .with_engine(|engine| Ok(engine.cached_tokens() as u64))
     }
 }
 
 impl Drop for TahSession {
     fn drop(&mut self) {
-        self.inner.lock().cancel.cancel();
+        self.inner.cancel();
     }
 }
 
@@ -165,7 +192,7 @@ fn busy() -> TahError {
 }
 
 impl TahSession {
-    /// Validates, borrows the engine session and starts the worker.
+    /// Validates, reserves the engine session and starts the worker.
     fn start(
         &self,
         prompt: Prompt,
@@ -174,35 +201,21 @@ impl TahSession {
     ) -> Result<GenerationHandle, TahError> {
         let config = config.to_engine()?;
         let cancel = CancelHandle::default();
-        let engine = {
-            let mut slot = self.inner.lock();
-            let engine = slot.engine.take().ok_or_else(busy)?;
-            slot.cancel = cancel.clone();
-            engine
-        };
+        let id = self.inner.reserve(&cancel)?;
         let finished = Arc::new(AtomicBool::new(false));
         let worker = Worker {
             inner: Arc::clone(&self.inner),
+            id,
             prompt: prompt.into(),
             config,
             cancel: cancel.clone(),
             finished: Arc::clone(&finished),
         };
-        // If the thread cannot start, the closure (and the engine with it) comes back.
-        let engine = Arc::new(Mutex::new(Some((engine, sink))));
-        let for_thread = Arc::clone(&engine);
         let spawned = std::thread::Builder::new()
             .name("tah-generate".into())
-            .spawn(move || {
-                let taken = lock(&for_thread).take();
-                if let Some((engine, sink)) = taken {
-                    worker.run(engine, sink);
-                }
-            });
+            .spawn(move || worker.run(sink));
         if let Err(e) = spawned {
-            if let Some((engine, _)) = lock(&engine).take() {
-                self.inner.lock().engine = Some(engine);
-            }
+            self.inner.release(id);
             return Err(TahError::Internal {
                 reason: format!("cannot start the generation thread: {e}"),
             });
@@ -215,17 +228,138 @@ impl SessionInner {
     fn lock(&self) -> MutexGuard<'_, Slot> {
         lock(&self.slot)
     }
+
+    pub(crate) fn model(&self) -> &Arc<ModelInner> {
+        &self.model
+    }
+
+    fn cancel(&self) {
+        if let Some(owner) = &self.lock().owner {
+            owner.cancel.cancel();
+        }
+    }
+
+    /// Makes a new generation the next owner of the engine: `Busy` while a
+    /// generation that was not cancelled holds or awaits it.
+    fn reserve(&self, cancel: &CancelHandle) -> Result<u64, TahError> {
+        let mut slot = self.lock();
+        if slot
+            .owner
+            .as_ref()
+            .is_some_and(|o| !o.cancel.is_cancelled())
+        {
+            return Err(busy());
+        }
+        let id = slot.next_id;
+        slot.next_id += 1;
+        // A cancelled owner still winding down keeps the engine until it
+        // gives it back; one still waiting for it gives up (see `take`).
+        slot.owner = Some(Owner {
+            id,
+            cancel: cancel.clone(),
+            worker: None,
+        });
+        Ok(id)
+    }
+
+    /// Gives up the reservation `id` (its worker could not start).
+    fn release(&self, id: u64) {
+        let mut slot = self.lock();
+        if slot.owner.as_ref().is_some_and(|o| o.id == id) {
+            slot.owner = None;
+        }
+        drop(slot);
+        self.returned.notify_all();
+    }
+
+    /// Waits until generation `id` may take the engine.
+    fn take(&self, id: u64) -> Result<engine::TahSession, Missed> {
+        let deadline = Instant::now() + WIND_DOWN_TIMEOUT;
+        let mut slot = self.lock();
+        loop {
+            if slot.owner.as_ref().is_none_or(|o| o.id != id) {
+                return Err(Missed::Superseded);
+            }
+            if let Some(engine) = slot.engine.take() {
+                if let Some(owner) = slot.owner.as_mut() {
+                    owner.worker = Some(std::thread::current().id());
+                }
+                return Ok(engine);
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                slot.owner = None;
+                return Err(Missed::TimedOut);
+            }
+            slot = self
+                .returned
+                .wait_timeout(slot, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+    }
+
+    /// Generation `id` gives the engine back.
+    fn give_back(&self, id: u64, engine: engine::TahSession) {
+        let mut slot = self.lock();
+        slot.engine = Some(engine);
+        if slot.owner.as_ref().is_some_and(|o| o.id == id) {
+            slot.owner = None;
+        }
+        drop(slot);
+        self.returned.notify_all();
+    }
+
+    /// Runs `f` on the idle engine session, waiting for a cancelled
+    /// generation to wind down; `Busy` while one that was not cancelled runs.
+    pub(crate) fn with_engine<T>(
+        &self,
+        f: impl FnOnce(&mut engine::TahSession) -> Result<T, TahError>,
+    ) -> Result<T, TahError> {
+        let deadline = Instant::now() + WIND_DOWN_TIMEOUT;
+        let mut slot = self.lock();
+        loop {
+            match &slot.owner {
+                None => break,
+                Some(o) if !o.cancel.is_cancelled() => return Err(busy()),
+                // A callback of the generation itself would wait for itself.
+                Some(o) if o.worker == Some(std::thread::current().id()) => return Err(busy()),
+                Some(_) => {}
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return Err(busy());
+            }
+            slot = self
+                .returned
+                .wait_timeout(slot, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let engine = slot.engine.as_mut().ok_or_else(busy)?;
+        guarded(|| f(engine))
+    }
+
+    /// Runs `f` on the engine session if it is idle, without waiting.
+    pub(crate) fn if_idle<T>(&self, f: impl FnOnce(&mut engine::TahSession) -> T) -> Option<T> {
+        let mut slot = self.lock();
+        if slot.owner.is_some() {
+            return None;
+        }
+        slot.engine.as_mut().map(f)
+    }
 }
 
 /// Locks, ignoring poisoning: every critical section here leaves the data
 /// consistent, and engine panics are caught before they could poison.
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+pub(crate) fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// One generation, on its worker thread.
 struct Worker {
     inner: Arc<SessionInner>,
+    id: u64,
     prompt: engine::Prompt,
     config: engine::GenerationConfig,
     cancel: CancelHandle,
@@ -233,7 +367,19 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(self, mut engine: engine::TahSession, mut sink: Box<dyn Sink>) {
+    fn run(self, mut sink: Box<dyn Sink>) {
+        let mut engine = match self.inner.take(self.id) {
+            Ok(engine) => engine,
+            Err(Missed::Superseded) => {
+                let load_ms = self.inner.model().engine.load_ms();
+                let result = engine::GenerationResult::cancelled_before_start(load_ms);
+                return self.finish(sink, Ok(result.into()));
+            }
+            Err(Missed::TimedOut) => {
+                let reason = "the previous generation did not stop in time".into();
+                return self.finish(sink, Err(TahError::Busy { reason }));
+            }
+        };
         let mut listener_error = None;
         let mut generate = || {
             guarded(|| {
@@ -251,14 +397,16 @@ impl Worker {
                     .map_err(TahError::from)
             })
         };
-        let outcome = match &self.inner.pool {
+        // The model's pool as it is now: `set_threads` between generations
+        // takes effect here.
+        let outcome = match self.inner.model().pool() {
             Some(pool) => pool.install(generate),
             None => generate(),
         };
         let outcome = match (outcome, listener_error) {
             (Err(e @ TahError::Internal { .. }), _) => {
                 // A panic may have left the engine session inconsistent.
-                engine = engine::TahSession::new(Arc::clone(&self.inner.model));
+                engine = engine::TahSession::new(Arc::clone(&self.inner.model().engine));
                 Err(e)
             }
             (_, Some(e)) => Err(TahError::Internal {
@@ -268,7 +416,11 @@ impl Worker {
         };
         // Give the session back before reporting, so that the final callback
         // may start the next generation.
-        self.inner.lock().engine = Some(engine);
+        self.inner.give_back(self.id, engine);
+        self.finish(sink, outcome);
+    }
+
+    fn finish(&self, sink: Box<dyn Sink>, outcome: Result<GenerationResult, TahError>) {
         self.finished.store(true, Ordering::Release);
         if let Err(e) = guarded(|| {
             sink.finish(outcome);

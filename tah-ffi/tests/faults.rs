@@ -3,15 +3,15 @@
 //! block, handles and sessions dropped mid-generation, and engine panics
 //! becoming `TahError::Internal`.
 
+mod common;
+
 use std::path::PathBuf;
-use std::sync::mpsc::{channel, Receiver, Sender};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::{await_idle, greedy, listener, run, Fault};
 use tah_ffi::{
-    diagnostic_panic, greedy_generation_config, ChatMessage, GenerationConfig, GenerationResult,
-    ModelOptions, Prompt, Role, StopReason, TahError, TahModel, TahSession, TokenEvent,
-    TokenListener,
+    diagnostic_panic, ChatMessage, ModelOptions, Prompt, Role, StopReason, TahError, TahModel,
 };
 
 fn model() -> Arc<TahModel> {
@@ -37,111 +37,6 @@ fn prompt() -> Prompt {
     }
 }
 
-fn greedy(max_new_tokens: u32) -> GenerationConfig {
-    GenerationConfig {
-        max_new_tokens,
-        ..greedy_generation_config()
-    }
-}
-
-/// What a listener does on token `at`.
-#[derive(Clone, Copy)]
-enum Fault {
-    None,
-    Fail(u32),
-    Panic(u32),
-    Block(u32, Duration),
-}
-
-/// A listener that records tokens, reports its first token and its outcome
-/// over channels, and misbehaves as told.
-struct Listener {
-    fault: Fault,
-    tokens: Mutex<Vec<u32>>,
-    first_token: Mutex<Sender<()>>,
-    outcome: Mutex<Sender<Result<GenerationResult, TahError>>>,
-}
-
-struct Watch {
-    first_token: Receiver<()>,
-    outcome: Receiver<Result<GenerationResult, TahError>>,
-}
-
-impl Watch {
-    fn outcome(&self) -> Result<GenerationResult, TahError> {
-        self.outcome.recv_timeout(Duration::from_secs(120)).unwrap()
-    }
-
-    fn first_token(&self) {
-        self.first_token
-            .recv_timeout(Duration::from_secs(120))
-            .unwrap();
-    }
-}
-
-fn listener(fault: Fault) -> (Arc<Listener>, Watch) {
-    let (first_tx, first_token) = channel();
-    let (outcome_tx, outcome) = channel();
-    let listener = Listener {
-        fault,
-        tokens: Mutex::new(Vec::new()),
-        first_token: Mutex::new(first_tx),
-        outcome: Mutex::new(outcome_tx),
-    };
-    (
-        Arc::new(listener),
-        Watch {
-            first_token,
-            outcome,
-        },
-    )
-}
-
-impl TokenListener for Listener {
-    fn on_token(&self, event: TokenEvent) -> Result<(), TahError> {
-        self.tokens.lock().unwrap().push(event.token_id);
-        if event.index == 0 {
-            let _ = self.first_token.lock().unwrap().send(());
-        }
-        match self.fault {
-            Fault::Fail(at) if event.index == at => Err(TahError::InvalidArgument {
-                reason: "listener failure on purpose".into(),
-            }),
-            Fault::Panic(at) if event.index == at => panic!("listener panic on purpose"),
-            Fault::Block(at, time) if event.index == at => {
-                std::thread::sleep(time);
-                Ok(())
-            }
-            _ => Ok(()),
-        }
-    }
-
-    fn on_complete(&self, result: GenerationResult) -> Result<(), TahError> {
-        let _ = self.outcome.lock().unwrap().send(Ok(result));
-        Ok(())
-    }
-
-    fn on_error(&self, error: TahError) -> Result<(), TahError> {
-        let _ = self.outcome.lock().unwrap().send(Err(error));
-        Ok(())
-    }
-}
-
-fn run(session: &TahSession, config: GenerationConfig) -> GenerationResult {
-    let (l, watch) = listener(Fault::None);
-    let _handle = session.generate(prompt(), config, l).unwrap();
-    watch.outcome().unwrap()
-}
-
-/// Waits until the worker has given the session back.
-fn await_idle(session: &TahSession) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while matches!(session.cached_tokens(), Err(TahError::Busy { .. })) {
-        assert!(Instant::now() < deadline, "session still busy");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
-
 #[test]
 fn a_panic_in_the_runtime_becomes_an_internal_error() {
     let err = diagnostic_panic("boom".into()).unwrap_err();
@@ -156,7 +51,7 @@ fn a_panic_in_the_runtime_becomes_an_internal_error() {
 #[test]
 fn failing_and_panicking_listeners_fail_the_generation_not_the_session() {
     let model = model();
-    let fresh = run(&model.new_session(), greedy(8));
+    let fresh = run(&model.new_session(), prompt(), greedy(8));
     for fault in [Fault::Fail(2), Fault::Panic(2)] {
         let session = model.new_session();
         let (l, watch) = listener(fault);
@@ -170,7 +65,10 @@ fn failing_and_panicking_listeners_fail_the_generation_not_the_session() {
         // The generation stopped at the failing token.
         assert_eq!(l.tokens.lock().unwrap().len(), 3);
         await_idle(&session);
-        assert_eq!(run(&session, greedy(8)).token_ids, fresh.token_ids);
+        assert_eq!(
+            run(&session, prompt(), greedy(8)).token_ids,
+            fresh.token_ids
+        );
     }
 }
 
@@ -190,7 +88,12 @@ fn a_blocking_listener_keeps_the_session_busy_until_it_returns() {
     assert!(matches!(session.reset(), Err(TahError::Busy { .. })));
     // Another session of the same model is not held up.
     let started = Instant::now();
-    assert_eq!(run(&model.new_session(), greedy(4)).token_ids.len(), 4);
+    assert_eq!(
+        run(&model.new_session(), prompt(), greedy(4))
+            .token_ids
+            .len(),
+        4
+    );
     assert!(started.elapsed() < block);
     handle.cancel();
     let result = watch.outcome().unwrap();
@@ -202,7 +105,7 @@ fn a_blocking_listener_keeps_the_session_busy_until_it_returns() {
 #[test]
 fn dropping_the_handle_or_the_session_mid_generation_cancels_it() {
     let model = model();
-    let fresh = run(&model.new_session(), greedy(8));
+    let fresh = run(&model.new_session(), prompt(), greedy(8));
     // The handle.
     let session = model.new_session();
     let (l, watch) = listener(Fault::None);
@@ -213,7 +116,10 @@ fn dropping_the_handle_or_the_session_mid_generation_cancels_it() {
     assert_eq!(result.stop_reason, StopReason::Cancelled);
     assert!(result.token_ids.len() < 4000);
     await_idle(&session);
-    assert_eq!(run(&session, greedy(8)).token_ids, fresh.token_ids);
+    assert_eq!(
+        run(&session, prompt(), greedy(8)).token_ids,
+        fresh.token_ids
+    );
     // The session (the worker keeps what it needs and reports the end).
     let (l, watch) = listener(Fault::None);
     let handle = session.generate(prompt(), greedy(4000), l).unwrap();

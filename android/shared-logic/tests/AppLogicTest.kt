@@ -2,7 +2,7 @@
 // the real libtah_ffi.so, the tiny-d2-a fixture model and the real Qwen3
 // tokenizer, driven through the same classes the Android app uses. Run by
 // scripts/test-bindings.sh as
-//   java ... ai.tah.app.tests.AppLogicTestKt <model dir> <tokenizer.json> <cases file>
+//   java ... ai.tah.app.tests.AppLogicTestKt <model dir> <tokenizer.json> <cases file> <a .gguf model>
 // The last line printed is "N passed, N failed".
 package ai.tah.app.tests
 
@@ -32,8 +32,10 @@ import ai.tah.sdk.userPrompt
 import ai.tah.testing.TestRun
 import ai.tah.testing.check
 import ai.tah.testing.readCases
+import java.io.File
 import java.util.concurrent.Executors
 import kotlinx.coroutines.CoroutineScope
+import kotlinx.coroutines.Job
 import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.SupervisorJob
 import kotlinx.coroutines.asCoroutineDispatcher
@@ -50,14 +52,22 @@ fun waitFor(what: String, timeoutMs: Long = 60_000, condition: () -> Boolean) {
     }
 }
 
-/** An app as the Android view model builds it, on a single "main" thread. */
-class TestApp(tokenizer: String, modelDir: String) : AutoCloseable {
+/**
+ * An app as the Android view model builds it, on a single "main" thread,
+ * opened by [open] (by default: the model at [modelDir]).
+ */
+class TestApp(
+    tokenizer: String?,
+    modelDir: String,
+    conversationFile: File? = null,
+    open: (AppController) -> Job = { it.loadModel(modelDir, tokenizer) },
+) : AutoCloseable {
     private val main = Executors.newSingleThreadExecutor { Thread(it, "main") }
     private val scope = CoroutineScope(SupervisorJob() + main.asCoroutineDispatcher())
-    val app = AppController(scope, Dispatchers.IO, chatConfig = greedyGenerationConfig(), threads = 2u)
+    val app = AppController(scope, Dispatchers.IO, chatConfig = greedyGenerationConfig(), threads = 2u, conversationFile = conversationFile)
 
     init {
-        runBlocking { app.loadModel(modelDir, tokenizer).join() }
+        runBlocking { open(app).join() }
         check(app.models.state.value is ModelState.Ready) { "not loaded: ${app.models.state.value}" }
     }
 
@@ -79,7 +89,7 @@ val EntryStatus.finished: EntryStatus.Finished
     get() = this as? EntryStatus.Finished ?: throw AssertionError("not finished: $this")
 
 fun main(args: Array<String>) {
-    val (modelDir, tokenizer, casesFile) = args
+    val (modelDir, tokenizer, casesFile, gguf) = args
     val tah = readCases(casesFile).getValue("short_arith")
     val run = TestRun()
     val fixtureSettings = ChatSettings(thinking = true, mode = tah.mode, maxNewTokens = tah.tokens.size)
@@ -265,6 +275,8 @@ fun main(args: Array<String>) {
             check(done.message == null && done.rows.size == 2 && done.progress == 1f) { "${done.rows.size} rows, ${done.message}" }
         }
     }
+
+    phoneLifeTests(run, gguf, tah)
 
     run.test("ProcessMemory reads VmRSS and VmHWM") {
         val sample = ProcessMemory.parseProcStatus("Name:\tjava\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n")

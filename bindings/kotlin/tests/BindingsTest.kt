@@ -1,9 +1,10 @@
 // End-to-end tests of the Kotlin bindings: the real libtah_ffi.so and a real
 // fixture model. Run by scripts/test-bindings.sh as
-//   java ... BindingsTestKt <model dir> <tokenizer.json> <cases file>
+//   java ... BindingsTestKt <model dir> <tokenizer.json> <cases file> <a .gguf model>
 // The last line printed is "N passed, N failed".
 
 import ai.tah.sdk.ComputeBackends
+import ai.tah.sdk.Device
 import ai.tah.sdk.GenerationConfig
 import ai.tah.sdk.GenerationResult
 import ai.tah.sdk.GenerationUpdate
@@ -63,7 +64,7 @@ class Recorder(private val throwOnToken: Int = -1) : TokenListener {
 }
 
 fun main(args: Array<String>) {
-    val (modelDir, tokenizer, casesFile) = args
+    val (modelDir, tokenizer, casesFile, gguf) = args
     val cases = readCases(casesFile)
     val run = TestRun()
     val tah = cases.getValue("short_arith")
@@ -308,6 +309,8 @@ fun main(args: Array<String>) {
             check(again.tokenIds == tah.tokens.take(4)) { "after close: ${again.tokenIds}" }
         }
     }
+
+    lifecycleTests(run, model, gguf, tah)
 
     model.close()
     run.finish()

@@ -7,6 +7,8 @@ package ai.tah.testing
 import ai.tah.sdk.IterationMode
 import ai.tah.sdk.TahException
 import ai.tah.sdk.TahSession
+import com.sun.jna.Library
+import com.sun.jna.Native
 import java.io.File
 import kotlin.system.exitProcess
 
@@ -74,3 +76,12 @@ fun awaitIdle(session: TahSession) {
         }
     }
 }
+
+/** The C library's `open` and `close`: a descriptor as an Android app gets one from an `AssetFileDescriptor`. */
+interface LibC : Library {
+    fun open(path: String, flags: Int): Int
+    fun close(fd: Int): Int
+}
+
+val libc: LibC = Native.load("c", LibC::class.java)
+const val O_RDONLY = 0

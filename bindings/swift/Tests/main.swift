@@ -1,6 +1,6 @@
 // End-to-end tests of the Swift bindings: the real libtah_ffi.so and a real
 // fixture model. Built and run by scripts/test-bindings.sh as
-//   swifttest <model dir> <tokenizer.json> <cases file>
+//   swifttest <model dir> <tokenizer.json> <cases file> <a .gguf model>
 // The last line printed is "N passed, N failed".
 
 import Foundation
@@ -52,7 +52,7 @@ final class Recorder: TokenListener, @unchecked Sendable {
 }
 
 let args = CommandLine.arguments
-let (modelDir, tokenizer) = (args[1], args[2])
+let (modelDir, tokenizer, gguf) = (args[1], args[2], args[4])
 let cases = try readCases(args[3])
 let run = TestRun()
 let tah = cases["short_arith"]!
@@ -327,5 +327,7 @@ await run.test("releasing the handle mid-generation cancels it; the session goes
     let result = try await session.result(for: .user(tah.text), config: short)
     try check(result.tokenIds == Array(tah.tokens.prefix(4)), "after release: \(result.tokenIds)")
 }
+
+await lifecycleTests(run, model: model, gguf: gguf, tah: tah)
 
 run.finish()

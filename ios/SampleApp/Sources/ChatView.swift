@@ -4,12 +4,15 @@ import TahSDK
 
 struct ChatView: View {
     @Bindable var chat: ChatController
+    /// Thermal state, threads and the last memory trim, for the latency panel.
+    let phone: PhoneState
     @State private var text = ""
 
     var body: some View {
         VStack(alignment: .leading, spacing: 6) {
             SettingsPanel(settings: $chat.settings).disabled(chat.generating)
-            if let report = chat.lastReport { LatencyPanel(report: report) }
+            LatencyPanel(report: chat.lastReport, phone: phone)
+            if let notice = chat.notice { Text(notice).font(.caption2).foregroundStyle(.secondary) }
             ScrollViewReader { scroll in
                 ScrollView {
                     LazyVStack(alignment: .leading, spacing: 8) {
@@ -86,6 +89,7 @@ private struct MessageView: View {
             return "\(result.stopReason) · \(report.decodeTokens) tokens · \(report.generatedHardTokens) hard"
         case .failed(let message): return message
         case .interrupted: return "interrupted"
+        case .restored: return "restored"
         }
     }
 }

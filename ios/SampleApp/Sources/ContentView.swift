@@ -29,7 +29,7 @@ struct ContentView: View {
             }
             .padding(8)
             TabView {
-                ChatView(chat: app.chat)
+                ChatView(chat: app.chat, phone: app.phone)
                     .tabItem { Label("Chat", systemImage: "bubble.left.and.bubble.right") }
                 BenchmarkView(app: app)
                     .tabItem { Label("Benchmark", systemImage: "speedometer") }
@@ -53,9 +53,9 @@ struct ContentView: View {
         if let importError { return importError }
         switch app.models.state {
         case .empty: return "No model: open a .gguf file"
-        case .loading(let path): return "Loading \(URL(fileURLWithPath: path).lastPathComponent)…"
+        case .loading(let name): return "Loading \(name)…"
         case .ready(let m):
-            return "\(URL(fileURLWithPath: m.path).lastPathComponent) · \(m.contextLength) ctx · "
+            return "\(m.name) · \(m.contextLength) ctx · "
                 + "load \(Int(m.loadWallMs)) ms · \(m.deviceName)"
                 + (m.deviceNotice.map { " (\($0))" } ?? "")
         case .failed(_, let message): return message
@@ -69,6 +69,7 @@ struct ContentView: View {
             do {
                 let path = try await ModelImport.copyIntoApp(url)
                 importing = nil
+                UserDefaults.standard.set(path, forKey: TahSampleApp.lastModelKey)
                 await app.loadModel(path: path)
             } catch {
                 importing = nil

@@ -1,9 +1,10 @@
 import SwiftUI
 import TahAppCore
 
-/// The last answer's figures.
+/// The last answer's figures and the phone's state (heat, threads, the last memory trim).
 struct LatencyPanel: View {
-    let report: LatencyReport
+    let report: LatencyReport?
+    let phone: PhoneState
 
     var body: some View {
         VStack(alignment: .leading, spacing: 2) {
@@ -16,7 +17,14 @@ struct LatencyPanel: View {
     }
 
     private var lines: [String] {
-        let r = report
+        var phoneLines = ["thermal \(phone.thermal) · " + (phone.threads.map { "\($0) threads" } ?? "–")]
+        if let trim = phone.lastTrim {
+            let r = trim.report
+            phoneLines.append(
+                "trim (\(trim.level)): \(mib(Int64(r.totalBytes))) given back (weights \(mib(Int64(r.weightBytes))), "
+                    + "heap \(mib(Int64(r.heapBytes))), KV \(mib(Int64(r.kvCacheBytes))))")
+        }
+        guard let r = report else { return phoneLines }
         let cached = r.reusedPrefixTokens > 0 ? " (+\(r.reusedPrefixTokens) cached)" : ""
         return [
             "device \(r.device)" + (r.deviceNotice.map { " (\($0))" } ?? ""),
@@ -25,8 +33,8 @@ struct LatencyPanel: View {
                 + String(format: " · decode %ld tok @ %.1f tok/s", r.decodeTokens, r.decodeTokensPerSecond),
             String(format: "%.2f passes/token · %.1f%% hard · %ld hard answer tokens",
                 r.passesPerToken, r.hardTokenPercent, r.generatedHardTokens),
-            "memory \(r.memory.map { mib($0.residentBytes) } ?? "–") · KV \(mib(r.peakKvBytes))",
-        ]
+            "memory \(r.memory.map { mib($0.residentBytes) } ?? "–") · KV \(mib(r.peakKvBytes)) · \(r.threads) threads",
+        ] + phoneLines
     }
 
     private func ms(_ value: Double) -> String { String(format: "%.0f ms", value) }

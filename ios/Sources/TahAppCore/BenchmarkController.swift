@@ -68,7 +68,7 @@ public final class BenchmarkController {
     public func csv(device: String) -> String {
         var model = ""
         if case .ready(let loaded) = models.state {
-            model = String(loaded.path.split(separator: "/").last ?? "")
+            model = loaded.name
         }
         return BenchmarkCsv.render(rows, device: device, model: model)
     }

@@ -26,6 +26,8 @@ public enum EntryStatus: Equatable, Sendable {
     /// The app stopped listening before the engine reported a result (the
     /// screen or the model went away).
     case interrupted
+    /// An answer of a conversation restored at launch (no figures, no depths).
+    case restored
 }
 
 /// One message of the conversation, `id` unique in it. User messages are one

@@ -10,6 +10,8 @@ public func describe(_ error: Error) -> String {
         return "The conversation no longer fits in the context; start a new one (\(reason))"
     case .Busy(let reason): return "Busy: \(reason)"
     case .Cancelled(let reason): return "Cancelled: \(reason)"
+    case .Gpu(let reason): return "GPU: \(reason)"
+    case .SessionState(let reason): return "Saved conversation: \(reason)"
     case .Internal(let reason): return "Internal error: \(reason)"
     }
 }

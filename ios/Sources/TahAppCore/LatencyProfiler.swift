@@ -34,6 +34,8 @@ public struct LatencyReport: Equatable, Sendable {
     public let peakKvBytes: Int64
     /// The process's memory when the generation ended.
     public let memory: MemorySample?
+    /// Compute threads the generation ran on.
+    public let threads: Int
     public let stopReason: StopReason
 }
 
@@ -73,6 +75,7 @@ public struct LatencyProfiler {
             generatedHardTokens: generated.filter { $0 > 1 }.count,
             peakKvBytes: Int64(stats.peakKvBytes),
             memory: ProcessMemory.sample(),
+            threads: Int(stats.threads),
             stopReason: result.stopReason)
     }
 }

@@ -5,9 +5,8 @@ import TahSDK
 /// A loaded model and what the app shows about it.
 public struct LoadedModel: Sendable {
     public let model: TahModel
-    public let path: String
-    /// The tokenizer the model was loaded with (nil: its own).
-    public let tokenizerPath: String?
+    /// The file's name, or what the app calls its bundled model.
+    public let name: String
     /// Wall time of `TahModel.load` as the app saw it.
     public let loadWallMs: Double
     public let contextLength: Int
@@ -23,9 +22,9 @@ public struct LoadedModel: Sendable {
 /// The model the app works with.
 public enum ModelState: Sendable {
     case empty
-    case loading(path: String)
+    case loading(name: String)
     case ready(LoadedModel)
-    case failed(path: String, message: String)
+    case failed(name: String, message: String)
 }
 
 /// Loads and owns the one model of the app. Loading blocks a background
@@ -47,28 +46,28 @@ public final class ModelHolder {
         return nil
     }
 
-    /// Loads the model at `path` (a `.gguf` file or a checkpoint directory) on
-    /// `device`, releasing the current one first. Does nothing while another
-    /// load runs. A GPU that cannot run the model gives a CPU model and a
+    /// Loads `file` (a `.gguf` file or a checkpoint directory) on `device`,
+    /// releasing the current model first. Does nothing while another load
+    /// runs. A GPU that cannot run the model gives a CPU model and a
     /// `deviceNotice`, never a failed load. Sessions of the old model must be
     /// released by their owners (their engine keeps the weights alive until then).
-    public func load(path: String, tokenizerPath: String? = nil, device: Device = .cpu) async {
+    public func load(_ file: ModelFile, tokenizerPath: String? = nil, device: Device = .cpu) async {
         if case .loading = state { return }
-        state = .loading(path: path)
+        state = .loading(name: file.name)
         let options = ModelOptions(
             threads: threads, tokenizerPath: tokenizerPath, device: device, gpuFallback: true)
         state = await Task.detached(priority: .userInitiated) { () -> ModelState in
             let started = DispatchTime.now().uptimeNanoseconds
             do {
-                let model = try TahModel.load(path: path, options: options)
+                let model = try TahModel.loadFrom(source: file.source, options: options)
                 return .ready(LoadedModel(
-                    model: model, path: path, tokenizerPath: tokenizerPath,
+                    model: model, name: file.name,
                     loadWallMs: Double(DispatchTime.now().uptimeNanoseconds - started) / 1e6,
                     contextLength: Int(model.contextLength()), backends: computeBackends(),
                     requestedDevice: device, deviceName: model.deviceName(),
                     deviceNotice: model.deviceNotice()))
             } catch {
-                return .failed(path: path, message: describe(error))
+                return .failed(name: file.name, message: describe(error))
             }
         }.value
     }

@@ -2,7 +2,7 @@
 // the real libtah_ffi.so, the tiny-d2-a fixture model and the real Qwen3
 // tokenizer, driven through the same classes the iOS app uses. Built and run
 // by scripts/test-bindings.sh as
-//   TahAppCoreChecks <model dir> <tokenizer.json> <cases file>
+//   TahAppCoreChecks <model dir> <tokenizer.json> <cases file> <a .gguf model>
 // The last line printed is "N passed, N failed".
 
 import Foundation
@@ -76,7 +76,7 @@ func parseCsv(_ text: String) throws -> [[String]] {
 }
 
 let args = CommandLine.arguments
-let (modelDir, tokenizer) = (args[1], args[2])
+let (modelDir, tokenizer, gguf) = (args[1], args[2], args[4])
 let tah = try readCases(args[3])["short_arith"]!
 let run = TestRun()
 let fixtureSettings = ChatSettings(thinking: true, mode: tah.mode, maxNewTokens: tah.tokens.count)
@@ -270,5 +270,7 @@ await run.test("ProcessMemory reads VmRSS and VmHWM") {
     let live = ProcessMemory.sample()!
     try check(live.residentBytes > 0 && live.peakResidentBytes! >= live.residentBytes, "\(live)")
 }
+
+await phoneLifeChecks(run, gguf: gguf)
 
 run.finish()

@@ -6,9 +6,10 @@ use tah_core::config::DeciderConfig;
 use tah_core::logits::top_k;
 
 use crate::data_batch::{Batch, Example};
-use crate::net::{Depth2, Net};
+use crate::net::Net;
 use crate::params::{Init, Params};
 use crate::rng::Rng;
+use crate::train::Oracle;
 
 const LN_EPS: f64 = 1e-5;
 
@@ -129,7 +130,7 @@ impl TrainDecider {
 }
 
 /// Decider inputs of every real (non-pad) position: depth-1 hidden states,
-/// top-k depth-1 logits, and the oracle label.
+/// top-k depth-1 logits, and the oracle's label.
 pub struct Features {
     pub hidden: Tensor,
     pub top: Tensor,
@@ -140,20 +141,23 @@ pub fn features(
     net: &Net,
     cfg: &DeciderConfig,
     examples: &[Example],
-    batch: usize,
+    oracle: &Oracle,
+    max_tokens: usize,
 ) -> anyhow::Result<Features> {
     let (mut hidden, mut top, mut labels) = (Vec::new(), Vec::new(), Vec::new());
-    for chunk in examples.chunks(batch) {
-        let b = Batch::new(chunk)?;
-        let out = net.forward(&b.inputs, Depth2::None, &cfg.hidden_states_layer_nums)?;
-        let h = Tensor::cat(&out.hidden, D::Minus1)?.detach();
-        let logits = out.logits1.detach().to_vec3::<f32>()?;
-        let h = h.to_vec3::<f32>()?;
-        for (bi, ex) in chunk.iter().enumerate() {
-            for p in 0..ex.ids.len() - 1 {
+    for group in Batch::packed(examples, max_tokens) {
+        let b = Batch::new(&group)?;
+        let d1 = net.depth1(&b.inputs, &cfg.hidden_states_layer_nums)?;
+        let hard = oracle.label(&d1.logits, &b)?;
+        let h = Tensor::cat(&d1.hidden, D::Minus1)?
+            .detach()
+            .to_vec3::<f32>()?;
+        let logits = d1.logits.detach().to_vec3::<f32>()?;
+        for (bi, ex) in group.iter().enumerate() {
+            for p in 0..ex.len() {
                 hidden.extend_from_slice(&h[bi][p]);
                 top.extend(top_k(&logits[bi][p], cfg.topk).into_iter().map(|(_, v)| v));
-                labels.push(ex.hard[p]);
+                labels.push(hard[bi * b.t + p]);
             }
         }
     }

@@ -6,6 +6,7 @@ pub mod data;
 pub mod data_batch;
 pub mod decider;
 pub mod net;
+pub mod ops;
 pub mod params;
 pub mod pipeline;
 pub mod rng;

@@ -63,6 +63,13 @@ impl Params {
         Ok(())
     }
 
+    /// The same variables (updates to one are updates to the other).
+    pub fn share(&self) -> Params {
+        Params {
+            vars: self.vars.clone(),
+        }
+    }
+
     /// Copies values from `other` for every name both hold.
     pub fn load_from(&self, other: &Params) -> anyhow::Result<()> {
         for (name, var) in &self.vars {

@@ -1,6 +1,7 @@
-//! The whole recipe: data, stage 0, oracle labels, stage 1 (TaH and the two
-//! baselines with the same budget), stage 2 (decider), checkpoints, and the
-//! held-out evaluation through the real runtime.
+//! The whole recipe: data, the base / TaH / AlwaysThink run (one backbone,
+//! two adapters), the decider, checkpoints, the decider threshold on the
+//! validation split, and the held-out evaluation through the real runtime,
+//! with paired comparisons.
 
 use std::path::Path;
 use std::time::Instant;
@@ -9,16 +10,16 @@ use serde::Serialize;
 use tah_core::config::{
     DeciderConfig, EosTokenIds, LoraConfig, LoraTargets, Qwen3Config, LINEAR_MODULES,
 };
-use tah_core::eval::{evaluate, read_jsonl, EvalItem};
+use tah_core::eval::{answer_record, evaluate, read_jsonl, EvalItem, EvalSummary, Paired};
 use tah_core::{IterationMode, IterationPolicy, LoadOptions, TahModel};
 
 use crate::checkpoint;
-use crate::data::{splits, write_jsonl};
+use crate::data::{held_out, write_jsonl, Item};
 use crate::data_batch::Example;
 use crate::decider::{features, TrainDecider};
 use crate::net::{Net, NetConfig};
 use crate::train::{
-    decider_score, label_oracle, train_decider, train_lm, DeciderScore, Policy, Schedule,
+    decider_score, train_decider, train_lm, DeciderScore, Draw, LmTraining, Oracle, Schedule,
 };
 use crate::vocab::{self, Codec};
 
@@ -27,19 +28,16 @@ use crate::vocab::{self, Codec};
 pub struct Recipe {
     pub net: NetConfig,
     pub decider: DeciderConfig,
-    pub n_train: usize,
     pub n_val: usize,
     pub n_test: usize,
-    pub stage0: Schedule,
-    pub stage1: Schedule,
+    pub training: LmTraining,
+    /// Training transcripts (fresh from the stream) the decider learns on.
+    pub decider_transcripts: usize,
     pub stage2: Schedule,
-    /// Oracle: a token is also hard when the reference gives the true next
-    /// token less than this probability (0 = only its mistakes, the paper's).
-    pub oracle_min_prob: f32,
+    pub decider_batch: usize,
     /// Decider thresholds tried on the validation split (bf16-exact); the
     /// most accurate one is shipped (ties: the fewest passes).
     pub threshold_candidates: Vec<f32>,
-    pub seed: u64,
     pub max_new_tokens: usize,
 }
 
@@ -48,15 +46,15 @@ impl Recipe {
         let net = NetConfig {
             qwen: Qwen3Config {
                 vocab_size: vocab::vocab_size(),
-                hidden_size: 64,
-                intermediate_size: 192,
+                hidden_size: 128,
+                intermediate_size: 384,
                 num_hidden_layers: 4,
                 num_attention_heads: 4,
                 num_key_value_heads: 2,
-                head_dim: 16,
+                head_dim: 32,
                 rope_theta: 10000.0,
                 rms_norm_eps: 1e-6,
-                max_position_embeddings: 512,
+                max_position_embeddings: 1024,
                 tie_word_embeddings: true,
                 eos_token_id: Some(EosTokenIds::One(vocab::IM_END)),
             },
@@ -80,36 +78,47 @@ impl Recipe {
             normalize_input: true,
             threshold: 0.5,
         };
+        let steps = 3000;
+        let stage1_from = 1800;
         Recipe {
             net,
             decider,
-            n_train: 20000,
-            n_val: 500,
-            n_test: 1000,
-            stage0: Schedule {
-                steps: 2000,
-                batch: 16,
-                lr: 3e-3,
-                warmup: 50,
+            n_val: 300,
+            n_test: 1500,
+            training: LmTraining {
+                backbone: Schedule {
+                    steps,
+                    lr: 3e-3,
+                    warmup: 60,
+                },
+                stage1_from,
+                lora: Schedule {
+                    steps: steps - stage1_from,
+                    lr: 2e-3,
+                    warmup: 20,
+                },
+                items_per_step: 24,
+                max_tokens: 2048,
+                no_think: 0.1,
+                kind_weights: [1.0, 1.0, 1.5, 1.5, 1.5, 1.0],
+                oracle: Oracle {
+                    min_prob: 0.9,
+                    easy_share: 0.05,
+                },
+                always_think: true,
+                seed: 42,
             },
-            stage1: Schedule {
-                steps: 500,
-                batch: 16,
-                lr: 1e-3,
-                warmup: 20,
-            },
+            decider_transcripts: 1500,
             stage2: Schedule {
-                steps: 600,
-                batch: 256,
+                steps: 800,
                 lr: 1e-3,
                 warmup: 50,
             },
-            oracle_min_prob: 0.9,
-            // 1 - 2^-k, k = 1..=8: the decider's probabilities crowd near 1
+            decider_batch: 256,
+            // 1 - 2^-k, k = 1..=9: the decider's probabilities crowd near 1
             // (BCE with a large positive weight).
-            threshold_candidates: (1..=8).map(|k| 1.0 - 0.5f32.powi(k)).collect(),
-            seed: 42,
-            max_new_tokens: 64,
+            threshold_candidates: (1..=9).map(|k| 1.0 - 0.5f32.powi(k)).collect(),
+            max_new_tokens: 320,
         }
     }
 
@@ -125,27 +134,27 @@ impl Recipe {
         r.decider.hidden_states_size = 32;
         r.decider.hidden_states_layer_nums = vec![0, 2];
         r.decider.hidden_dims = vec![16];
-        r.n_train = 500;
-        r.n_val = 30;
-        r.n_test = 8;
-        r.stage0 = Schedule {
-            steps: 30,
-            batch: 8,
+        r.n_val = 12;
+        r.n_test = 12;
+        r.training.backbone = Schedule {
+            steps: 24,
             lr: 3e-3,
-            warmup: 5,
+            warmup: 4,
         };
-        r.stage1 = Schedule {
-            steps: 10,
-            batch: 8,
+        r.training.stage1_from = 16;
+        r.training.lora = Schedule {
+            steps: 8,
             lr: 1e-3,
             warmup: 2,
         };
+        r.training.items_per_step = 6;
+        r.decider_transcripts = 40;
         r.stage2 = Schedule {
             steps: 30,
-            batch: 128,
             lr: 1e-3,
             warmup: 5,
         };
+        r.decider_batch = 128;
         r.threshold_candidates = vec![0.5, 0.9375];
         r.max_new_tokens = 40;
         r
@@ -158,10 +167,29 @@ pub struct ModeResult {
     pub mode: String,
     /// The decider threshold in effect (`decider` mode only).
     pub threshold: Option<f32>,
-    pub accuracy: f64,
-    pub passes_per_token: f64,
-    pub hard_fraction: f64,
-    pub items: usize,
+    pub summary: EvalSummary,
+}
+
+impl ModeResult {
+    pub fn accuracy(&self) -> f64 {
+        self.summary.accuracy()
+    }
+}
+
+/// `a` against `b`, question by question, on the test split.
+#[derive(Clone, Debug, Serialize)]
+pub struct Comparison {
+    pub a: String,
+    pub b: String,
+    pub paired: Paired,
+}
+
+/// Wall-clock and CPU seconds of one stage.
+#[derive(Clone, Debug, Serialize)]
+pub struct Timing {
+    pub stage: String,
+    pub wall: f64,
+    pub cpu: f64,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -170,47 +198,106 @@ pub struct Results {
     pub params_backbone: usize,
     pub params_lora: usize,
     pub params_decider: usize,
+    /// Share of answer tokens the oracle called hard during the second stage.
     pub oracle_hard_fraction: f64,
     /// Token-level quality of the shipped decider on the validation split.
     pub decider: DeciderScore,
     /// `decider` mode on the validation split at every candidate threshold.
     pub threshold_sweep: Vec<ModeResult>,
+    /// Mean training loss over the last 10% of steps.
     pub final_loss: Vec<(String, f32)>,
-    pub seconds: Vec<(String, f64)>,
+    pub timings: Vec<Timing>,
     pub eval: Vec<ModeResult>,
+    pub comparisons: Vec<Comparison>,
 }
 
-fn examples(codec: &Codec, problems: &[crate::data::Problem]) -> anyhow::Result<Vec<Example>> {
-    problems.iter().map(|p| Example::new(codec, p)).collect()
+/// CPU seconds this process has used (all threads), where the OS says.
+fn cpu_seconds() -> f64 {
+    #[cfg(unix)]
+    {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is valid.
+        if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } == 0 {
+            // SAFETY: initialised by the successful call above.
+            let u = unsafe { usage.assume_init() };
+            let secs = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 * 1e-6;
+            return secs(u.ru_utime) + secs(u.ru_stime);
+        }
+    }
+    f64::NAN
 }
 
-/// A fresh net (same seed, so the same LoRA init) holding `from`'s backbone.
-fn fork(from: &Net, seed: u64) -> anyhow::Result<Net> {
-    let net = Net::new(from.cfg.clone(), seed)?;
-    net.base.load_from(&from.base)?;
-    Ok(net)
+struct Clock {
+    timings: Vec<Timing>,
+    wall: Instant,
+    cpu: f64,
 }
 
-/// Greedy accuracy and compute of `model` in `mode` through the runtime.
+impl Clock {
+    fn new() -> Self {
+        Clock {
+            timings: Vec::new(),
+            wall: Instant::now(),
+            cpu: cpu_seconds(),
+        }
+    }
+
+    /// Closes the stage that ran since the last call.
+    fn lap(&mut self, stage: &str) {
+        let cpu = cpu_seconds();
+        self.timings.push(Timing {
+            stage: stage.into(),
+            wall: self.wall.elapsed().as_secs_f64(),
+            cpu: cpu - self.cpu,
+        });
+        eprintln!("[{stage}] done: {:?}", self.timings.last());
+        self.wall = Instant::now();
+        self.cpu = cpu;
+    }
+}
+
+/// Greedy accuracy and compute of `model` in `mode` through the runtime;
+/// every answer written to `answers` (JSONL) if given.
 fn measure(
     model: &TahModel,
     name: &str,
     items: &[EvalItem],
     policy: IterationPolicy,
     max_new_tokens: usize,
+    answers: Option<&Path>,
 ) -> anyhow::Result<ModeResult> {
-    let summary = evaluate(model, items, policy, max_new_tokens, |_| {})?;
+    let mut records = Vec::new();
+    let summary = evaluate(model, items, policy, max_new_tokens, |item, solved, _| {
+        if answers.is_some() {
+            records.extend((0..solved.len()).map(|t| answer_record(item, t, &solved[t])));
+        }
+    })?;
+    if let Some(path) = answers {
+        let lines: Vec<String> = records.iter().map(|r| r.to_string() + "\n").collect();
+        std::fs::write(path, lines.concat())?;
+    }
     let r = ModeResult {
         model: name.into(),
         mode: format!("{:?}", policy.mode).to_lowercase(),
         threshold: (policy.mode == IterationMode::Decider)
             .then(|| model.effective_threshold(&policy)),
-        accuracy: summary.accuracy(),
-        passes_per_token: summary.passes_per_token(),
-        hard_fraction: summary.hard_fraction(),
-        items: summary.items,
+        summary,
     };
-    eprintln!("{r:?}");
+    eprintln!(
+        "{name} {} {:?}: {:.2}% ({}/{}), {:.3} passes/token, {:.1}% hard, kinds {:?}",
+        r.mode,
+        r.threshold,
+        100.0 * r.accuracy(),
+        r.summary.all.correct,
+        r.summary.all.questions,
+        r.summary.passes_per_token(),
+        100.0 * r.summary.hard_fraction(),
+        r.summary
+            .kinds
+            .iter()
+            .map(|(k, t)| format!("{k} {:.1}%", 100.0 * t.accuracy()))
+            .collect::<Vec<_>>()
+    );
     Ok(r)
 }
 
@@ -219,91 +306,87 @@ fn pick_threshold(sweep: &[ModeResult]) -> anyhow::Result<f32> {
     sweep
         .iter()
         .max_by(|a, b| {
-            a.accuracy
-                .total_cmp(&b.accuracy)
-                .then(b.passes_per_token.total_cmp(&a.passes_per_token))
+            a.accuracy().total_cmp(&b.accuracy()).then(
+                b.summary
+                    .passes_per_token()
+                    .total_cmp(&a.summary.passes_per_token()),
+            )
         })
         .and_then(|r| r.threshold)
         .ok_or_else(|| anyhow::anyhow!("no threshold candidates"))
 }
 
+fn examples(codec: &Codec, items: &[Item]) -> anyhow::Result<Vec<Example>> {
+    items.iter().map(|i| Example::new(codec, i, true)).collect()
+}
+
 /// Runs the recipe, writing `out/{data,tah,base,always}` and `out/results.json`.
 pub fn run(recipe: &Recipe, out: &Path) -> anyhow::Result<Results> {
     let codec = Codec::new()?;
-    let mut seconds = Vec::new();
+    let mut clock = Clock::new();
     let mut final_loss = Vec::new();
-    let mut timed =
-        |name: &str, t: Instant| seconds.push((name.to_string(), t.elapsed().as_secs_f64()));
 
-    // Data.
+    // Data: the held-out splits; training draws from a stream without them.
     let data_dir = out.join("data");
     std::fs::create_dir_all(&data_dir)?;
-    let [train, val, test] = splits(recipe.n_train, recipe.n_val, recipe.n_test);
-    for (name, split) in [("train", &train), ("val", &val), ("test", &test)] {
+    let (val, test, held) = held_out(recipe.n_val, recipe.n_test);
+    for (name, split) in [("val", &val), ("test", &test)] {
         write_jsonl(&data_dir.join(format!("{name}.jsonl")), split)?;
     }
-    let mut train_ex = examples(&codec, &train)?;
-    let mut val_ex = examples(&codec, &val)?;
+    let mut draw = Draw::new(&codec, held, &recipe.training);
+    clock.lap("data");
 
-    // Stage 0: the base model from scratch.
-    let t = Instant::now();
-    let stage0 = Net::new(recipe.net.clone(), recipe.seed)?;
-    final_loss.push((
-        "stage0".into(),
-        train_lm(
-            &stage0,
-            &train_ex,
-            Policy::Never,
-            &recipe.stage0,
-            recipe.seed,
-            "stage0",
-        )?,
-    ));
-    timed("stage0", t);
-
-    // Oracle labels from the frozen stage-0 model.
-    let batch = 64;
-    let oracle_hard_fraction = label_oracle(&stage0, &mut train_ex, batch, recipe.oracle_min_prob)?;
-    label_oracle(&stage0, &mut val_ex, batch, recipe.oracle_min_prob)?;
+    // The base / TaH run, AlwaysThink in lockstep from its fork.
+    let trained = train_lm(
+        Net::new(recipe.net.clone(), recipe.training.seed)?,
+        &mut draw,
+        &recipe.training,
+        |line| eprintln!("[train] {line}"),
+    )?;
+    let [base_loss, tah_loss, always_loss] = trained.final_loss;
+    final_loss.push(("base".to_string(), base_loss));
+    final_loss.push(("tah-depth2".to_string(), tah_loss));
+    final_loss.push(("always".to_string(), always_loss));
     eprintln!(
-        "oracle: {:.1}% of answer tokens are hard",
-        100.0 * oracle_hard_fraction
+        "oracle: {:.1}% of answer tokens hard in stage 1",
+        100.0 * trained.oracle_hard
     );
+    clock.lap("train");
+    let tah = trained.tah;
 
-    // Stage 1 and the two baselines, same steps and data order.
-    let s1 = recipe.seed + 1;
-    let mut nets = Vec::new();
-    for (name, policy) in [
-        ("tah", Policy::Oracle),
-        ("base", Policy::Never),
-        ("always", Policy::Always),
-    ] {
-        let t = Instant::now();
-        let net = fork(&stage0, recipe.seed)?;
-        final_loss.push((
-            name.into(),
-            train_lm(&net, &train_ex, policy, &recipe.stage1, s1, name)?,
-        ));
-        timed(&format!("stage1-{name}"), t);
-        nets.push(net);
-    }
-    let [tah, base, always]: [Net; 3] =
-        nets.try_into().map_err(|_| anyhow::anyhow!("three nets"))?;
-
-    // Stage 2: the decider imitates the oracle on the frozen TaH backbone.
-    let t = Instant::now();
-    let mut decider = TrainDecider::new(recipe.decider.clone(), recipe.seed + 2)?;
-    let n_feat = train_ex.len().min(2000);
-    let train_feat = features(&tah, &recipe.decider, &train_ex[..n_feat], batch)?;
-    let val_feat = features(&tah, &recipe.decider, &val_ex, batch)?;
+    // The decider imitates the oracle on the final depth 1.
+    let oracle = recipe.training.oracle;
+    let seed = recipe.training.seed + 2;
+    let mut decider = TrainDecider::new(recipe.decider.clone(), seed)?;
+    let items = draw.items(recipe.decider_transcripts);
+    let max_tokens = recipe.training.max_tokens;
+    let train_feat = features(
+        &tah,
+        &recipe.decider,
+        &examples(&codec, &items)?,
+        &oracle,
+        max_tokens,
+    )?;
+    let val_feat = features(
+        &tah,
+        &recipe.decider,
+        &examples(&codec, &val)?,
+        &oracle,
+        max_tokens,
+    )?;
     final_loss.push((
         "decider".into(),
-        train_decider(&decider, &train_feat, &recipe.stage2, recipe.seed + 2)?,
+        train_decider(
+            &decider,
+            &train_feat,
+            &recipe.stage2,
+            recipe.decider_batch,
+            seed,
+        )?,
     ));
-    timed("stage2", t);
+    clock.lap("decider");
 
     // The threshold: greedy accuracy on the validation split, per candidate.
-    let t = Instant::now();
     let tah_dir = out.join("tah");
     checkpoint::write_tah(&tah, &decider, &tah_dir)?;
     let val_items = read_jsonl(&data_dir.join("val.jsonl"))?;
@@ -318,60 +401,99 @@ pub fn run(recipe: &Recipe, out: &Path) -> anyhow::Result<Results> {
                     threshold: Some(t),
                     ..Default::default()
                 };
-                measure(&model, "tah", &val_items, policy, recipe.max_new_tokens)
+                measure(
+                    &model,
+                    "tah",
+                    &val_items,
+                    policy,
+                    recipe.max_new_tokens,
+                    None,
+                )
             })
             .collect::<anyhow::Result<Vec<_>>>()?
     };
     decider.cfg.threshold = pick_threshold(&threshold_sweep)?;
     let score = decider_score(&decider, &val_feat, decider.cfg.threshold)?;
     eprintln!("decider: {score:?}");
-    timed("threshold", t);
+    clock.lap("threshold");
 
     // Checkpoints. AlwaysThink keeps an untrained decider with threshold 0
     // (sigmoid > 0 always holds), so even `decider` mode iterates every token.
     checkpoint::write_tah(&tah, &decider, &tah_dir)?;
-    checkpoint::write_base(&base, &out.join("base"))?;
-    let mut always_decider = TrainDecider::new(recipe.decider.clone(), recipe.seed + 2)?;
-    always_decider.cfg.threshold = 0.0;
-    checkpoint::write_tah(&always, &always_decider, &out.join("always"))?;
+    checkpoint::write_base(&tah, &out.join("base"))?;
+    if let Some(always) = &trained.always {
+        let mut always_decider = TrainDecider::new(recipe.decider.clone(), seed)?;
+        always_decider.cfg.threshold = 0.0;
+        checkpoint::write_tah(always, &always_decider, &out.join("always"))?;
+    }
 
     // Held-out accuracy through the runtime.
-    let t = Instant::now();
     let items = read_jsonl(&data_dir.join("test.jsonl"))?;
     let mut eval = Vec::new();
-    for (name, mode) in [
+    let runs: &[(&str, IterationMode)] = &[
         ("base", IterationMode::Never),
         ("tah", IterationMode::Never),
         ("tah", IterationMode::Decider),
         ("tah", IterationMode::Always),
         ("always", IterationMode::Always),
-    ] {
+    ];
+    for &(name, mode) in runs {
+        if name == "always" && trained.always.is_none() {
+            continue;
+        }
         let model = TahModel::load(&out.join(name), &LoadOptions::default())?;
         let policy = IterationPolicy {
             mode,
             ..Default::default()
         };
+        let answers = out.join(format!("answers-{name}-{mode:?}.jsonl").to_lowercase());
         eval.push(measure(
             &model,
             name,
             &items,
             policy,
             recipe.max_new_tokens,
+            Some(&answers),
         )?);
     }
-    timed("eval", t);
+    clock.lap("eval");
+
+    let find = |model: &str, mode: &str| {
+        eval.iter()
+            .find(|r| r.model == model && r.mode == mode)
+            .map(|r| (format!("{model} {mode}"), &r.summary.outcomes))
+    };
+    let mut comparisons = Vec::new();
+    let tah_decider = find("tah", "decider");
+    for other in [
+        find("base", "never"),
+        find("always", "always"),
+        find("tah", "never"),
+    ] {
+        if let (Some((a, oa)), Some((b, ob))) = (&tah_decider, other) {
+            comparisons.push(Comparison {
+                a: a.clone(),
+                b,
+                paired: Paired::new(oa, ob),
+            });
+        }
+    }
+    for c in &comparisons {
+        eprintln!("{} vs {}: {:?}", c.a, c.b, c.paired);
+    }
 
     let results = Results {
         recipe: recipe.clone(),
         params_backbone: tah.base.count(),
         params_lora: tah.lora.count(),
         params_decider: decider.params.count(),
-        oracle_hard_fraction,
+        oracle_hard_fraction: trained.oracle_hard,
         decider: score,
         threshold_sweep,
         final_loss,
-        seconds,
+        timings: clock.timings,
         eval,
+        comparisons,
     };
     std::fs::write(
         out.join("results.json"),

@@ -21,7 +21,7 @@ pub const UNK: &str = "<unk>";
 
 /// Every character the tokenizer knows (ids after the specials and `<unk>`).
 const CHARS: &str =
-    "0123456789+-*/=?.,:;!'\"()#$%{}\\ \nabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ";
+    "0123456789+-*/=?.,:;!'\"()#$%{}\\ \nabcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ×÷";
 
 /// ChatML, as Qwen3 writes it; `enable_thinking=false` adds the empty think block.
 pub const CHAT_TEMPLATE: &str = "{%- for message in messages %}{{ '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>' + '\\n' }}{%- endfor %}{%- if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{%- if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{%- endif %}{%- endif %}";
@@ -83,6 +83,12 @@ pub fn write_files(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A chat's ids and the token span of every answer (with its `<|im_end|>`).
+pub struct Transcript {
+    pub ids: Vec<u32>,
+    pub answers: Vec<std::ops::Range<usize>>,
+}
+
 /// Tokenizer + template, as the runtime will see them.
 pub struct Codec {
     pub tokenizer: TahTokenizer,
@@ -97,21 +103,39 @@ impl Codec {
         })
     }
 
-    /// The prompt ids of one user question (generation prompt, thinking on).
-    pub fn prompt(&self, question: &str) -> anyhow::Result<Vec<u32>> {
-        let text = self
-            .template
-            .render(&[ChatMessage::user(question)], true, true)?;
-        Ok(self.tokenizer.encode(&text)?)
-    }
-
-    /// Prompt + solution + `<|im_end|>`, and the prompt's length.
-    pub fn example(&self, question: &str, solution: &str) -> anyhow::Result<(Vec<u32>, usize)> {
-        let mut ids = self.prompt(question)?;
-        let n = ids.len();
-        ids.extend(self.tokenizer.encode(solution)?);
-        ids.push(IM_END);
-        Ok((ids, n))
+    /// A chat as the runtime's session holds it, answered turn by turn: the
+    /// ids of `history + question` rendered exactly as the runtime renders
+    /// them for the last answer (`enable_thinking` applies to the last
+    /// generation prompt, as in the template), each answer and its
+    /// `<|im_end|>` appended.
+    pub fn chat(
+        &self,
+        turns: &[(&str, &str)],
+        enable_thinking: bool,
+    ) -> anyhow::Result<Transcript> {
+        let mut messages = Vec::new();
+        let mut answers = Vec::new();
+        let mut ids = Vec::new();
+        for (i, (question, answer)) in turns.iter().enumerate() {
+            messages.push(ChatMessage::user(*question));
+            let thinking = enable_thinking || i + 1 < turns.len();
+            let prompt = self.template.render(&messages, true, thinking)?;
+            let prompt = self.tokenizer.encode(&prompt)?;
+            // Every answer is trained in the context the runtime gives it:
+            // the rendering of the conversation so far must extend the ids
+            // the earlier answers were trained in.
+            anyhow::ensure!(
+                prompt.starts_with(&ids),
+                "the chat template does not render turn {i} as a continuation"
+            );
+            ids = prompt;
+            let start = ids.len();
+            ids.extend(self.tokenizer.encode(answer)?);
+            ids.push(IM_END);
+            answers.push(start..ids.len());
+            messages.push(ChatMessage::assistant(*answer));
+        }
+        Ok(Transcript { ids, answers })
     }
 }
 
@@ -127,12 +151,36 @@ mod tests {
         assert_eq!(ids.len(), text.chars().count());
         assert_eq!(codec.tokenizer.decode(&ids).unwrap(), text);
         assert_eq!(codec.tokenizer.max_token_id() as usize + 1, vocab_size());
-        let prompt = codec.prompt("Hi").unwrap();
+        let Transcript { ids, answers } = codec.chat(&[("Hi", "7")], true).unwrap();
         assert_eq!(
-            codec.tokenizer.decode(&prompt).unwrap(),
-            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n"
+            codec.tokenizer.decode(&ids).unwrap(),
+            "<|im_start|>user\nHi<|im_end|>\n<|im_start|>assistant\n7<|im_end|>"
         );
-        assert_eq!(prompt[0], 1);
+        assert_eq!(ids[0], 1);
+        assert_eq!(answers, vec![ids.len() - 2..ids.len()]);
         assert_eq!(codec.tokenizer.token_to_id("</think>"), Some(4));
+        assert_eq!(codec.tokenizer.encode("3 × 4 ÷ 2").unwrap().len(), 9);
+    }
+
+    #[test]
+    fn chats_render_as_the_runtime_session_does() {
+        let codec = Codec::new().unwrap();
+        let Transcript { ids, answers } = codec
+            .chat(&[("1+1", "1+1=2"), ("2+2", "2+2=4")], false)
+            .unwrap();
+        // The session renders history + new question with the template,
+        // each earlier answer as the assistant message it produced.
+        let history = [
+            ChatMessage::user("1+1"),
+            ChatMessage::assistant("1+1=2"),
+            ChatMessage::user("2+2"),
+        ];
+        let prompt = codec.template.render(&history, true, false).unwrap();
+        let expected = format!("{prompt}2+2=4<|im_end|>");
+        assert!(prompt.ends_with("assistant\n<think>\n\n</think>\n\n"));
+        assert_eq!(codec.tokenizer.decode(&ids).unwrap(), expected);
+        let answer = |i: usize| codec.tokenizer.decode(&ids[answers[i].clone()]).unwrap();
+        assert_eq!(answer(0), "1+1=2<|im_end|>");
+        assert_eq!(answer(1), "2+2=4<|im_end|>");
     }
 }

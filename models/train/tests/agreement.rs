@@ -9,13 +9,13 @@ use tah_core::gguf::{convert, ConvertOptions, Quant};
 use tah_core::trace::{trace, TraceInput, TraceRequest};
 use tah_core::{IterationMode, IterationPolicy, KvPrecision, LoadOptions, TahModel};
 use tah_train::checkpoint::write_tah;
-use tah_train::data::{sample, Problem};
+use tah_train::data::{item, Kind};
 use tah_train::data_batch::Example;
 use tah_train::decider::TrainDecider;
-use tah_train::net::{Depth2, Net};
+use tah_train::net::Net;
 use tah_train::pipeline::Recipe;
 use tah_train::rng::Rng;
-use tah_train::train::{train_lm, Policy, Schedule};
+use tah_train::train::{train_lm, Draw, Schedule};
 use tah_train::vocab::Codec;
 
 fn runtime(model: &TahModel, ids: &[u32], mode: IterationMode) -> tah_core::trace::Trace {
@@ -47,7 +47,7 @@ fn max_diff(t: &tah_core::trace::Trace, logits: &Tensor) -> f32 {
 fn probs(net: &Net, decider: &TrainDecider, ids: &Tensor) -> Vec<f32> {
     let cfg = &decider.cfg;
     let out = net
-        .forward(ids, Depth2::None, &cfg.hidden_states_layer_nums)
+        .forward(ids, None, &cfg.hidden_states_layer_nums)
         .unwrap();
     let hidden = Tensor::cat(&out.hidden, D::Minus1)
         .unwrap()
@@ -76,23 +76,35 @@ fn runtime_matches_training_forward() {
     let recipe = Recipe::smoke();
     let codec = Codec::new().unwrap();
     let mut rng = Rng::new(7);
-    let problems: Vec<Problem> = (0..4).map(|_| sample(&mut rng)).collect();
-    let mut examples: Vec<Example> = problems
-        .iter()
-        .map(|p| Example::new(&codec, p).unwrap())
+    let examples: Vec<Example> = [Kind::Add, Kind::Sub, Kind::Mul, Kind::Div]
+        .into_iter()
+        .map(|kind| Example::new(&codec, &item(&mut rng, kind), true).unwrap())
         .collect();
-    for ex in &mut examples {
-        ex.hard.iter_mut().for_each(|h| *h = rng.unit() < 0.3);
-    }
-    // A few real training steps so the LoRA adapter is not a no-op.
-    let net = Net::new(recipe.net.clone(), 3).unwrap();
-    let sched = Schedule {
+    // A few real training steps, the adapter learning from the second, so
+    // it is not a no-op.
+    let mut training = recipe.training.clone();
+    training.backbone = Schedule {
         steps: 4,
-        batch: 4,
         lr: 1e-2,
         warmup: 1,
     };
-    train_lm(&net, &examples, Policy::Oracle, &sched, 5, "agreement").unwrap();
+    training.stage1_from = 1;
+    training.lora = Schedule {
+        steps: 3,
+        lr: 1e-2,
+        warmup: 1,
+    };
+    training.always_think = false;
+    training.oracle.easy_share = 0.5;
+    let mut draw = Draw::new(&codec, Default::default(), &training);
+    let net = train_lm(
+        Net::new(recipe.net.clone(), 3).unwrap(),
+        &mut draw,
+        &training,
+        |_| {},
+    )
+    .unwrap()
+    .tah;
 
     // Decider threshold at the median probability, so both depths occur.
     let mut decider = TrainDecider::new(recipe.decider.clone(), 11).unwrap();
@@ -134,14 +146,17 @@ fn runtime_matches_training_forward() {
             let t = runtime(&model, &ex.ids, IterationMode::Never);
             worst = worst.max(max_diff(
                 &t,
-                &net.forward(&ids, Depth2::None, &[]).unwrap().logits,
+                &net.forward(&ids, None, &[]).unwrap().logits().unwrap(),
             ));
             // always: every position takes depth 2.
             let t = runtime(&model, &ex.ids, IterationMode::Always);
             let all = vec![true; n];
             worst = worst.max(max_diff(
                 &t,
-                &net.forward(&ids, Depth2::Hard(&all), &[]).unwrap().logits,
+                &net.forward(&ids, Some(&all), &[])
+                    .unwrap()
+                    .logits()
+                    .unwrap(),
             ));
             // decider: the runtime's own choice of hard tokens, and its probabilities.
             let t = runtime(&model, &ex.ids, IterationMode::Decider);
@@ -149,7 +164,10 @@ fn runtime_matches_training_forward() {
             mixed += usize::from(hard.iter().any(|&h| h) && hard.iter().any(|&h| !h));
             worst = worst.max(max_diff(
                 &t,
-                &net.forward(&ids, Depth2::Hard(&hard), &[]).unwrap().logits,
+                &net.forward(&ids, Some(&hard), &[])
+                    .unwrap()
+                    .logits()
+                    .unwrap(),
             ));
             for (p, q) in probs(&net, &decider, &ids)
                 .iter()

@@ -2,9 +2,9 @@
 //! `qwen3.*` keys, the TaH parts from `tah.*` (absent: a plain Qwen3 run in
 //! `never` mode), weights left in the memory map.
 
-use std::path::Path;
 use std::sync::Arc;
 
+use super::mapping::ModelFile;
 use super::names::{self, keys, DECIDER_PREFIX, OUTPUT, PEFT_ROOT, TOKEN_EMBD};
 use super::plan::module_path;
 use super::reader::{GgufFile, GgufSource};
@@ -17,7 +17,7 @@ use crate::decider::Decider;
 use crate::embedding::Embedding;
 use crate::error::{Error, GgufProblem, Result};
 use crate::model::{LoraWeights, Model};
-use crate::tah_model::{check_tokenizer_fits, LoadOptions, LoadedParts, TahModel};
+use crate::tah_model::{check_tokenizer_fits, LoadOptions, LoadedParts, MappedModel, TahModel};
 use crate::tokenizer::TahTokenizer;
 use crate::weights::WeightBuilder;
 
@@ -131,8 +131,9 @@ pub(super) fn tah_config(
     Ok(Some((tah, lora)))
 }
 
-pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<TahModel> {
-    let file = Arc::new(GgufFile::open(path)?);
+pub(crate) fn load(model_file: ModelFile, options: &LoadOptions) -> Result<TahModel> {
+    let file = Arc::new(GgufFile::open_file(model_file)?);
+    let path = file.path();
     let cfg = qwen3_config(&file)?;
     let tah = tah_config(&file, &cfg)?;
     let max_iter = tah.as_ref().map_or(1, |(t, _)| t.max_iter);
@@ -193,6 +194,11 @@ pub(crate) fn load(path: &Path, options: &LoadOptions) -> Result<TahModel> {
             tokenizer,
             chat_template,
             notice,
+            mapping: Some(MappedModel {
+                mapping: Arc::clone(file.mapping()),
+                header_len: file.header_len(),
+            }),
+            fingerprint: None,
         },
         options,
     )

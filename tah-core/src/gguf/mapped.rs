@@ -94,17 +94,7 @@ impl MappedMatrix {
     /// tensor copied to the heap at load time whose mapped bytes would
     /// otherwise count twice. Touching them again re-reads them from the file.
     pub(crate) fn release_pages(&self) {
-        #[cfg(unix)]
-        // SAFETY: the mapping is read-only, so MADV_DONTNEED discards no
-        // data: a later read faults the same bytes back in from the file.
-        // The advice is only a hint; if it fails the pages just stay.
-        let _ = unsafe {
-            self.mmap.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                self.offset,
-                self.len,
-            )
-        };
+        super::mapping::release_range(&self.mmap, self.offset, self.len);
     }
 
     /// Every element as f32 (for the small tensors: norms, LoRA, decider).

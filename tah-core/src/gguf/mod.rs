@@ -10,7 +10,8 @@
 //!   [`requantize`]: GGUF -> GGUF at another type.
 //! - [`random`]: `tah init-random` (random weights, real shapes, for benchmarks);
 //!   [`vocab`]: llama.cpp's tokenizer keys for its plain-Qwen3 twin.
-//! - [`load`]: a [`crate::TahModel`] from a GGUF file.
+//! - [`load`]: a [`crate::TahModel`] from a GGUF file; [`mapping`]: the
+//!   file (or a region of an open file) it is mapped from.
 //!
 //! Names (the only place they are spelled out is [`names`]):
 //! - base: `token_embd.weight`, `output_norm.weight`, `output.weight` (only
@@ -23,6 +24,7 @@
 pub mod convert;
 pub mod load;
 pub mod mapped;
+pub mod mapping;
 pub mod names;
 pub mod plan;
 pub mod random;
@@ -35,6 +37,7 @@ use candle_core::quantized::GgmlDType;
 
 pub use convert::{convert, ConvertOptions};
 pub use mapped::MappedMatrix;
+pub use mapping::ModelFile;
 pub use plan::{read_embedded_texts, ConvertSummary, PartSize, Quant};
 pub use random::{write_random, RandomModelOptions, RandomShape};
 pub use reader::GgufFile;

@@ -3,8 +3,6 @@
 //! plan (names, types, shapes), the metadata, and writing it all through a
 //! temporary file with a summary.
 
-use std::fs::File;
-use std::io::BufWriter;
 use std::path::Path;
 
 use candle_core::quantized::{GgmlDType, QTensor};
@@ -418,23 +416,15 @@ pub(crate) fn write_plan(
 ) -> Result<ConvertSummary> {
     let entries: Vec<TensorEntry> = plan.tensors.iter().map(|p| p.entry.clone()).collect();
     let total: usize = entries.iter().map(|e| e.byte_size().unwrap_or(0)).sum();
-    let partial = to.with_extension("gguf.partial");
-    let file = File::create(&partial).map_err(|e| Error::io(&partial, e))?;
-    let mut writer = BufWriter::new(file);
     let mut done = 0;
-    let written = write_gguf(&partial, &mut writer, metadata, &entries, |i| {
-        let bytes = data(&plan.tensors[i])?;
-        done += bytes.len();
-        progress(done, total, &entries[i].name);
-        Ok(bytes)
-    });
-    drop(writer);
-    if let Err(e) =
-        written.and_then(|()| std::fs::rename(&partial, to).map_err(|e| Error::io(to, e)))
-    {
-        let _ = std::fs::remove_file(&partial);
-        return Err(e);
-    }
+    crate::atomic_file::write_atomically(to, |writer| {
+        write_gguf(to, writer, metadata, &entries, |i| {
+            let bytes = data(&plan.tensors[i])?;
+            done += bytes.len();
+            progress(done, total, &entries[i].name);
+            Ok(bytes)
+        })
+    })?;
 
     let file_bytes = std::fs::metadata(to).map_err(|e| Error::io(to, e))?.len();
     let mut parts: Vec<(&'static str, PartSize)> = Vec::new();

@@ -9,9 +9,9 @@ use std::sync::Arc;
 
 use candle_core::quantized::GgmlDType;
 use candle_core::{Device, Tensor};
-use memmap2::Mmap;
 
 use super::mapped::MappedMatrix;
+use super::mapping::{Mapping, ModelFile};
 use super::names::{self, keys};
 use super::{byte_size, dtype_from_id, Value, DEFAULT_ALIGNMENT, MAGIC};
 use crate::error::{Error, GgufProblem, Result};
@@ -37,7 +37,9 @@ pub struct TensorInfo {
 /// An open GGUF file: its metadata and tensor index over a read-only mapping.
 pub struct GgufFile {
     path: PathBuf,
-    mmap: Arc<Mmap>,
+    mapping: Arc<Mapping>,
+    /// Bytes before the tensor data: header, metadata and tensor index.
+    header_len: usize,
     metadata: HashMap<String, Value>,
     tensors: HashMap<String, TensorInfo>,
 }
@@ -146,23 +148,19 @@ impl<'a> Cursor<'a> {
 impl GgufFile {
     /// Maps and parses `path`.
     pub fn open(path: &Path) -> Result<Self> {
-        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        let len = file.metadata().map_err(|e| Error::io(path, e))?.len();
-        if len < 24 {
-            return Err(Error::gguf(
-                path,
-                GgufProblem::Truncated("the header".into()),
-            ));
-        }
-        // SAFETY: the mapping is read-only; like every mmap-based loader we
-        // rely on the file not being modified while the model is loaded.
-        let mmap = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
-        Self::parse(path, Arc::new(mmap))
+        Self::open_file(ModelFile::open(path)?)
     }
 
-    fn parse(path: &Path, mmap: Arc<Mmap>) -> Result<Self> {
+    /// Maps and parses a model file or a region of one.
+    pub fn open_file(file: ModelFile) -> Result<Self> {
+        let path = file.label().to_path_buf();
+        Self::parse(&path, Arc::new(file.map()?))
+    }
+
+    fn parse(path: &Path, mapping: Arc<Mapping>) -> Result<Self> {
+        let bytes = mapping.bytes();
         let mut c = Cursor {
-            bytes: &mmap[..],
+            bytes,
             pos: 0,
             path,
         };
@@ -217,14 +215,16 @@ impl GgufFile {
         let data_start = c.pos.next_multiple_of(alignment);
         let mut tensors = HashMap::new();
         for (name, shape, type_id, offset) in infos {
-            let info = tensor_info(path, &name, shape, type_id, offset, data_start, mmap.len())?;
+            let info = tensor_info(path, &name, shape, type_id, offset, data_start, bytes.len())?;
             if tensors.insert(name.clone(), info).is_some() {
                 return Err(c.metadata_err(&name, "tensor name appears twice".into()));
             }
         }
+        let header_len = data_start.min(bytes.len());
         Ok(GgufFile {
             path: path.to_path_buf(),
-            mmap,
+            mapping,
+            header_len,
             metadata,
             tensors,
         })
@@ -250,7 +250,17 @@ impl GgufFile {
     pub fn tensor_bytes(&self, name: &str) -> Option<&[u8]> {
         // In bounds: the parser checked offset + len against the file.
         let info = self.tensors.get(name)?;
-        Some(&self.mmap[info.offset..info.offset + info.len])
+        Some(&self.mapping.bytes()[info.offset..info.offset + info.len])
+    }
+
+    /// The mapped bytes, which outlive this parsed view.
+    pub fn mapping(&self) -> &Arc<Mapping> {
+        &self.mapping
+    }
+
+    /// Bytes before the tensor data (header, metadata, tensor index).
+    pub fn header_len(&self) -> usize {
+        self.header_len
     }
 
     fn info_checked(&self, name: &str, shape: &[usize]) -> Result<&TensorInfo> {
@@ -278,7 +288,7 @@ impl GgufFile {
     /// The tensor `info` (named `name`) viewed in place.
     fn matrix_at(&self, name: &str, info: &TensorInfo) -> Result<MappedMatrix> {
         MappedMatrix::new(
-            self.mmap.clone(),
+            Arc::clone(self.mapping.mmap()),
             info.offset,
             info.len,
             info.dtype,

@@ -86,6 +86,30 @@ impl GpuKv {
         4 * self.entry_words
     }
 
+    /// Bytes of every segment's buffer.
+    pub fn allocated_bytes(&self) -> usize {
+        let entries: usize = self
+            .segments
+            .iter()
+            .flatten()
+            .flatten()
+            .map(|seg| seg.capacity)
+            .sum();
+        entries * self.entry_bytes()
+    }
+
+    /// Drops the segments no entry below `depth_lens[d - 1]` lies in (at
+    /// every layer): a trimmed cache's buffers go back to the driver, and
+    /// [`reserve`](Self::reserve) makes new ones as entries arrive.
+    pub fn release_unused(&mut self, depth_lens: &[usize]) {
+        let per_segment = self.segment_entries;
+        for layer in &mut self.segments {
+            for (segments, &len) in layer.iter_mut().zip(depth_lens) {
+                segments.truncate(len.div_ceil(per_segment));
+            }
+        }
+    }
+
     pub fn vector_words(&self) -> usize {
         self.vector_words
     }

@@ -347,6 +347,24 @@ impl GpuCacheState {
     pub fn entry_bytes(&self) -> usize {
         self.kv.as_ref().map_or(0, GpuKv::entry_bytes)
     }
+
+    /// Bytes of the KV segments and activation buffers (GPU memory).
+    pub fn allocated_bytes(&self) -> usize {
+        let kv = self.kv.as_ref().map_or(0, GpuKv::allocated_bytes);
+        let work: u64 = self.work.buffers.values().map(wgpu::Buffer::size).sum();
+        kv + work as usize
+    }
+
+    /// A memory trim: frees the KV segments past `depth_lens[d - 1]` entries
+    /// of each depth, and the activation and submission buffers (grown again
+    /// by the next chunk).
+    pub fn shrink(&mut self, depth_lens: &[usize]) {
+        if let Some(kv) = &mut self.kv {
+            kv.release_unused(depth_lens);
+        }
+        self.work = Workspace::default();
+        self.scratch = Scratch::default();
+    }
 }
 
 impl std::fmt::Debug for GpuCacheState {

@@ -23,9 +23,9 @@ pub(crate) trait WeightRows: Sync {
 }
 
 /// A row-major f32 matrix in memory.
-struct DenseRows<'w> {
-    data: &'w [f32],
-    in_dim: usize,
+pub(crate) struct DenseRows<'w> {
+    pub data: &'w [f32],
+    pub in_dim: usize,
 }
 
 impl WeightRows for DenseRows<'_> {

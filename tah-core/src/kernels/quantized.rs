@@ -226,6 +226,15 @@ impl Product<'_> {
     /// with one widened row at a time for unquantized types.
     fn few_rows(&self, weights: &[u8], n: usize, out: &mut [f32]) -> Result<()> {
         let (m, k) = (self.m, self.matrix.cols);
+        if self.matrix.dtype == GgmlDType::F32 && cfg!(target_endian = "little") {
+            // GGUF aligns tensor data, so a mapped f32 matrix (the LoRA
+            // adapters) is read in place; copying its 16-float rows one at
+            // a time cost more than the products.
+            if let Ok(data) = bytemuck::try_cast_slice::<u8, f32>(weights) {
+                let rows = super::dense::DenseRows { data, in_dim: k };
+                return super::dense::few_rows_matmul_t_into(self.x, m, n, &rows, out);
+            }
+        }
         if matches!(
             self.matrix.dtype,
             GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16
@@ -286,5 +295,61 @@ impl super::dense::WeightRows for WidenedRows<'_> {
             portable::dequantize(self.dtype, src, scratch)?;
         }
         Ok(scratch)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Mapped f32 weights (LoRA adapters) are read in place when aligned and
+    /// copied row by row when not; both give the plain product, and a
+    /// perturbed weight changes it.
+    #[test]
+    fn f32_weights_in_place_or_copied_equal_the_reference() {
+        let (m, rows, cols) = (3, 37, 16);
+        let x = crate::kernels::test_values(m * cols, 3);
+        let w = crate::kernels::test_values(rows * cols, 9);
+        let reference: Vec<f32> = (0..m)
+            .flat_map(|r| {
+                let (x, w) = (&x, &w);
+                (0..rows).map(move |j| {
+                    (0..cols)
+                        .map(|c| x[r * cols + c] * w[j * cols + c])
+                        .sum::<f32>()
+                })
+            })
+            .collect();
+        let mut storage: Vec<u32> = vec![0; rows * cols + 1];
+        let bytes: &mut [u8] = bytemuck::cast_slice_mut(&mut storage);
+        for shift in [0, 1] {
+            for (i, v) in w.iter().enumerate() {
+                bytes[shift + 4 * i..][..4].copy_from_slice(&v.to_le_bytes());
+            }
+            let got = f32_matrix(&bytes[shift..shift + 4 * rows * cols], rows, cols)
+                .matmul_t(&x, m)
+                .unwrap();
+            for (g, r) in got.iter().zip(&reference) {
+                assert!((g - r).abs() < 1e-5, "shift {shift}: {g} vs {r}");
+            }
+            bytes[shift] ^= 0x40;
+            let perturbed = f32_matrix(&bytes[shift..shift + 4 * rows * cols], rows, cols)
+                .matmul_t(&x, m)
+                .unwrap();
+            assert_ne!(
+                perturbed, got,
+                "shift {shift}: a changed weight went unseen"
+            );
+            bytes[shift] ^= 0x40;
+        }
+    }
+
+    fn f32_matrix(bytes: &[u8], rows: usize, cols: usize) -> QuantMatrix<'_> {
+        QuantMatrix {
+            dtype: GgmlDType::F32,
+            bytes,
+            rows,
+            cols,
+        }
     }
 }

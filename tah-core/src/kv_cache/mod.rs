@@ -13,6 +13,7 @@
 //! (`crate::gpu::GpuCacheState`).
 
 mod attention;
+mod persist;
 
 use crate::error::{Error, Result};
 use half::slice::HalfFloatSliceExt;
@@ -160,6 +161,26 @@ impl VectorStore {
             VectorStore::Q8 { values, scales } => values.len() + scales.len() * 4,
         }
     }
+
+    /// Bytes allocated, used or not.
+    fn allocated_bytes(&self) -> usize {
+        match self {
+            VectorStore::F32(v) => v.capacity() * 4,
+            VectorStore::F16(v) => v.capacity() * 2,
+            VectorStore::Q8 { values, scales } => values.capacity() + scales.capacity() * 4,
+        }
+    }
+
+    fn shrink_to_fit(&mut self) {
+        match self {
+            VectorStore::F32(v) => v.shrink_to_fit(),
+            VectorStore::F16(v) => v.shrink_to_fit(),
+            VectorStore::Q8 { values, scales } => {
+                values.shrink_to_fit();
+                scales.shrink_to_fit();
+            }
+        }
+    }
 }
 
 /// K and V vectors of one layer at one depth, laid out `[entry][kv_head]`.
@@ -253,6 +274,23 @@ impl KvCache {
         }
     }
 
+    fn cpu_rows_mut(&mut self) -> Result<&mut Vec<Vec<DepthRows>>> {
+        match &mut self.store {
+            Store::Cpu(rows) => Ok(rows),
+            #[cfg(feature = "gpu")]
+            Store::Gpu(_) => Err(wrong_device()),
+        }
+    }
+
+    /// Whether the vectors live on the GPU (a GPU model's cache).
+    pub fn on_gpu_device(&self) -> bool {
+        match &self.store {
+            Store::Cpu(_) => false,
+            #[cfg(feature = "gpu")]
+            Store::Gpu(_) => true,
+        }
+    }
+
     pub fn precision(&self) -> KvPrecision {
         self.precision
     }
@@ -299,6 +337,51 @@ impl KvCache {
                 entries * self.shape.num_layers * state.entry_bytes()
             }
         }
+    }
+
+    /// Bytes allocated for K/V vectors and positions, including room kept
+    /// for growth after a truncation (a GPU cache's: its buffers).
+    pub fn allocated_bytes(&self) -> usize {
+        let vectors: usize = match &self.store {
+            Store::Cpu(rows) => rows
+                .iter()
+                .flatten()
+                .map(|r| r.keys.allocated_bytes() + r.values.allocated_bytes())
+                .sum(),
+            #[cfg(feature = "gpu")]
+            Store::Gpu(state) => state.allocated_bytes(),
+        };
+        vectors
+            + self
+                .positions
+                .iter()
+                .map(|p| p.capacity() * 4)
+                .sum::<usize>()
+    }
+
+    /// Keeps positions `< len` (like [`truncate`](Self::truncate)) and gives
+    /// the memory of everything else back (to the allocator, or a GPU
+    /// cache's unused buffers to the driver). Returns the bytes freed.
+    pub fn shrink(&mut self, len: usize) -> usize {
+        let before = self.allocated_bytes();
+        self.truncate(len);
+        for positions in &mut self.positions {
+            positions.shrink_to_fit();
+        }
+        match &mut self.store {
+            Store::Cpu(rows) => {
+                for rows in rows.iter_mut().flatten() {
+                    rows.keys.shrink_to_fit();
+                    rows.values.shrink_to_fit();
+                }
+            }
+            #[cfg(feature = "gpu")]
+            Store::Gpu(state) => {
+                let depth_lens: Vec<usize> = self.positions.iter().map(Vec::len).collect();
+                state.shrink(&depth_lens);
+            }
+        }
+        before.saturating_sub(self.allocated_bytes())
     }
 
     /// Forgets everything (keeps the allocations for reuse).

@@ -380,11 +380,19 @@ pub fn arith_transcripts(problems: usize) -> Vec<TraceRequest> {
         .take(problems)
         .map(|line| {
             let p: Value = serde_json::from_str(line).unwrap();
-            let text = format!(
-                "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n{}<|im_end|>",
-                p["question"].as_str().unwrap(),
-                p["solution"].as_str().unwrap()
-            );
+            // A question, or the questions of a chat, each with its solution.
+            let turns = p["turns"].as_array().cloned().unwrap_or_else(|| vec![p]);
+            let text = turns
+                .iter()
+                .map(|t| {
+                    format!(
+                        "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n{}<|im_end|>",
+                        t["question"].as_str().unwrap(),
+                        t["solution"].as_str().unwrap()
+                    )
+                })
+                .collect::<Vec<_>>()
+                .join("\n");
             TraceRequest {
                 input: TraceInput::Prompt(text),
                 new_tokens: 0,

@@ -8,7 +8,10 @@ pub mod tiny_gguf;
 
 use std::path::PathBuf;
 
-use tah_core::{KvPrecision, LoadOptions, TahModel};
+use tah_core::{
+    CancelHandle, GenerationConfig, GenerationResult, KvPrecision, LoadOptions, Prompt, TahModel,
+    TahSession,
+};
 
 /// The repository: where it was built, or `TAH_TEST_ROOT` (a copy of its
 /// `tah-core/tests/fixtures` and `models` on another machine, e.g. a phone
@@ -56,6 +59,23 @@ pub fn fixture_model(name: &str) -> TahModel {
     };
     TahModel::load(&fixture_dir().join(name), &options)
         .unwrap_or_else(|e| panic!("loading {name}: {e}"))
+}
+
+/// The committed default model (`models/arith-tah.gguf`): a real GGUF file
+/// with its tokenizer and chat template.
+pub fn default_model_path() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models/arith-tah.gguf")
+}
+
+/// A whole generation, not cancelled, events ignored; panics on error.
+pub fn generate(
+    session: &mut TahSession,
+    prompt: &Prompt,
+    config: &GenerationConfig,
+) -> GenerationResult {
+    session
+        .generate(prompt, config, &CancelHandle::new(), &mut |_| {})
+        .unwrap()
 }
 
 /// Full-size load and soak runs (`TAH_SOAK=1`, `scripts/soak.sh`) instead of

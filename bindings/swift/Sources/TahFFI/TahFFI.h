@@ -290,6 +290,26 @@ void uniffi_tah_ffi_fn_free_tahmodel(uint64_t handle, RustCallStatus *_Nonnull o
 uint64_t uniffi_tah_ffi_fn_constructor_tahmodel_load(RustBuffer path, RustBuffer options, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_CONSTRUCTOR_TAHMODEL_LOAD_FROM
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_CONSTRUCTOR_TAHMODEL_LOAD_FROM
+uint64_t uniffi_tah_ffi_fn_constructor_tahmodel_load_from(RustBuffer source, RustBuffer options, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_SET_THREADS
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_SET_THREADS
+void uniffi_tah_ffi_fn_method_tahmodel_set_threads(uint64_t ptr, uint32_t threads, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_THREADS
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_THREADS
+uint32_t uniffi_tah_ffi_fn_method_tahmodel_threads(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_TRIM_MEMORY
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_TRIM_MEMORY
+RustBuffer uniffi_tah_ffi_fn_method_tahmodel_trim_memory(uint64_t ptr, RustBuffer level, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_CONTEXT_LENGTH
 #define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHMODEL_CONTEXT_LENGTH
 uint32_t uniffi_tah_ffi_fn_method_tahmodel_context_length(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -340,6 +360,11 @@ uint64_t uniffi_tah_ffi_fn_clone_tahsession(uint64_t handle, RustCallStatus *_No
 void uniffi_tah_ffi_fn_free_tahsession(uint64_t handle, RustCallStatus *_Nonnull out_status
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_CONSTRUCTOR_TAHSESSION_RESTORE
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_CONSTRUCTOR_TAHSESSION_RESTORE
+uint64_t uniffi_tah_ffi_fn_constructor_tahsession_restore(uint64_t model, RustBuffer path, RustCallStatus *_Nonnull out_status
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHSESSION_CACHED_TOKENS
 #define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHSESSION_CACHED_TOKENS
 uint64_t uniffi_tah_ffi_fn_method_tahsession_cached_tokens(uint64_t ptr, RustCallStatus *_Nonnull out_status
@@ -363,6 +388,16 @@ uint64_t uniffi_tah_ffi_fn_method_tahsession_generate(uint64_t ptr, RustBuffer p
 #ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHSESSION_RESET
 #define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHSESSION_RESET
 void uniffi_tah_ffi_fn_method_tahsession_reset(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHSESSION_HISTORY
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHSESSION_HISTORY
+RustBuffer uniffi_tah_ffi_fn_method_tahsession_history(uint64_t ptr, RustCallStatus *_Nonnull out_status
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHSESSION_SAVE_STATE
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_METHOD_TAHSESSION_SAVE_STATE
+uint64_t uniffi_tah_ffi_fn_method_tahsession_save_state(uint64_t ptr, RustBuffer path, RustCallStatus *_Nonnull out_status
 );
 #endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_FN_CLONE_TOKENLISTENER
@@ -702,6 +737,24 @@ uint16_t uniffi_tah_ffi_checksum_func_greedy_generation_config(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_SET_THREADS
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_SET_THREADS
+uint16_t uniffi_tah_ffi_checksum_method_tahmodel_set_threads(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_THREADS
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_THREADS
+uint16_t uniffi_tah_ffi_checksum_method_tahmodel_threads(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_TRIM_MEMORY
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_TRIM_MEMORY
+uint16_t uniffi_tah_ffi_checksum_method_tahmodel_trim_memory(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_CONTEXT_LENGTH
 #define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHMODEL_CONTEXT_LENGTH
 uint16_t uniffi_tah_ffi_checksum_method_tahmodel_context_length(void
@@ -768,6 +821,18 @@ uint16_t uniffi_tah_ffi_checksum_method_tahsession_reset(void
     
 );
 #endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHSESSION_HISTORY
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHSESSION_HISTORY
+uint16_t uniffi_tah_ffi_checksum_method_tahsession_history(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHSESSION_SAVE_STATE
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TAHSESSION_SAVE_STATE
+uint16_t uniffi_tah_ffi_checksum_method_tahsession_save_state(void
+    
+);
+#endif
 #ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TOKENLISTENER_ON_TOKEN
 #define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_METHOD_TOKENLISTENER_ON_TOKEN
 uint16_t uniffi_tah_ffi_checksum_method_tokenlistener_on_token(void
@@ -789,6 +854,18 @@ uint16_t uniffi_tah_ffi_checksum_method_tokenlistener_on_error(void
 #ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_CONSTRUCTOR_TAHMODEL_LOAD
 #define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_CONSTRUCTOR_TAHMODEL_LOAD
 uint16_t uniffi_tah_ffi_checksum_constructor_tahmodel_load(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_CONSTRUCTOR_TAHMODEL_LOAD_FROM
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_CONSTRUCTOR_TAHMODEL_LOAD_FROM
+uint16_t uniffi_tah_ffi_checksum_constructor_tahmodel_load_from(void
+    
+);
+#endif
+#ifndef UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_CONSTRUCTOR_TAHSESSION_RESTORE
+#define UNIFFI_FFIDEF_UNIFFI_TAH_FFI_CHECKSUM_CONSTRUCTOR_TAHSESSION_RESTORE
+uint16_t uniffi_tah_ffi_checksum_constructor_tahsession_restore(void
     
 );
 #endif

@@ -487,6 +487,22 @@ fileprivate struct FfiConverterUInt32: FfiConverterPrimitive {
 #if swift(>=5.8)
 @_documentation(visibility: private)
 #endif
+fileprivate struct FfiConverterInt32: FfiConverterPrimitive {
+    typealias FfiType = Int32
+    typealias SwiftType = Int32
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> Int32 {
+        return try lift(readInt(&buf))
+    }
+
+    public static func write(_ value: Int32, into buf: inout [UInt8]) {
+        writeInt(&buf, lower(value))
+    }
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
 fileprivate struct FfiConverterUInt64: FfiConverterPrimitive {
     typealias FfiType = UInt64
     typealias SwiftType = UInt64
@@ -765,6 +781,28 @@ public func FfiConverterTypeGenerationHandle_lower(_ value: GenerationHandle) ->
 public protocol TahModelProtocol: AnyObject, Sendable {
     
     /**
+     * Sets the number of compute threads (> 0). Running generations keep
+     * the threads they started with; the next generation uses the new
+     * number. For a phone that reports a serious thermal state, fewer
+     * threads mean less heat and a steadier speed.
+     */
+    func setThreads(threads: UInt32) throws 
+    
+    /**
+     * The number of compute threads the next generation uses.
+     */
+    func threads()  -> UInt32
+    
+    /**
+     * Gives back memory that can be rebuilt (see [`TrimLevel`]) and reports
+     * how much. Generations after a trim give the same tokens as they would
+     * have without it (at `Critical`, the same as a fresh session for the
+     * dropped part). Sessions that are generating keep their KV cache.
+     * Blocking for a few milliseconds; safe to call from any thread.
+     */
+    func trimMemory(level: TrimLevel) throws  -> TrimReport
+    
+    /**
      * The context length of this model's sessions, in tokens.
      */
     func contextLength()  -> UInt32
@@ -845,8 +883,8 @@ open class TahModel: TahModelProtocol, @unchecked Sendable {
     
     /**
      * Loads a TaH checkpoint directory (Hugging Face layout: `config.json`,
-     * `model.safetensors`, `tah_config.json`, `iter_decider.bin`, `lora/`...).
-     * Blocking: call it off the UI thread.
+     * `model.safetensors`, `tah_config.json`, `iter_decider.bin`, `lora/`...)
+     * or a `.gguf` model file. Blocking: call it off the UI thread.
      */
 public static func load(path: String, options: ModelOptions)throws  -> TahModel  {
     return try  FfiConverterTypeTahModel_lift(try rustCallWithError(FfiConverterTypeTahError_lift) {
@@ -858,7 +896,67 @@ public static func load(path: String, options: ModelOptions)throws  -> TahModel 
 })
 }
     
+    /**
+     * Loads a model from `source`: a path, or a `.gguf` model inside an
+     * open file (an uncompressed Android asset, through its
+     * `AssetFileDescriptor`), mapped in place. Blocking: call it off the UI
+     * thread.
+     */
+public static func loadFrom(source: ModelSource, options: ModelOptions)throws  -> TahModel  {
+    return try  FfiConverterTypeTahModel_lift(try rustCallWithError(FfiConverterTypeTahError_lift) {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_constructor_tahmodel_load_from(
+        FfiConverterTypeModelSource_lower(source),
+        FfiConverterTypeModelOptions_lower(options),uniffiCallStatus
+    )
+})
+}
+    
 
+    
+    /**
+     * Sets the number of compute threads (> 0). Running generations keep
+     * the threads they started with; the next generation uses the new
+     * number. For a phone that reports a serious thermal state, fewer
+     * threads mean less heat and a steadier speed.
+     */
+open func setThreads(threads: UInt32)throws   {try rustCallWithError(FfiConverterTypeTahError_lift) {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_method_tahmodel_set_threads(
+            self.uniffiCloneHandle(),
+        FfiConverterUInt32.lower(threads),uniffiCallStatus
+    )
+}
+}
+    
+    /**
+     * The number of compute threads the next generation uses.
+     */
+open func threads() -> UInt32  {
+    return try!  FfiConverterUInt32.lift(try! rustCall() {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_method_tahmodel_threads(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Gives back memory that can be rebuilt (see [`TrimLevel`]) and reports
+     * how much. Generations after a trim give the same tokens as they would
+     * have without it (at `Critical`, the same as a fresh session for the
+     * dropped part). Sessions that are generating keep their KV cache.
+     * Blocking for a few milliseconds; safe to call from any thread.
+     */
+open func trimMemory(level: TrimLevel)throws  -> TrimReport  {
+    return try  FfiConverterTypeTrimReport_lift(try rustCallWithError(FfiConverterTypeTahError_lift) {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_method_tahmodel_trim_memory(
+            self.uniffiCloneHandle(),
+        FfiConverterTypeTrimLevel_lower(level),uniffiCallStatus
+    )
+})
+}
     
     /**
      * The context length of this model's sessions, in tokens.
@@ -962,8 +1060,11 @@ public func FfiConverterTypeTahModel_lower(_ value: TahModel) -> UInt64 {
 /**
  * One conversation with a model: its KV cache and settings. A session runs
  * one generation at a time (a second one fails with `TahError.Busy`); use
- * several sessions for concurrent generations. Releasing the session cancels
- * its running generation.
+ * several sessions for concurrent generations. A generation that was
+ * cancelled (`cancel()`, a closed handle, a stopped Kotlin flow or Swift
+ * stream) does not block the next one: a new generation, `reset`,
+ * `cachedTokens` or `saveState` waits for it to wind down (within one
+ * forward pass). Releasing the session cancels its running generation.
  */
 public protocol TahSessionProtocol: AnyObject, Sendable {
     
@@ -989,7 +1090,7 @@ public protocol TahSessionProtocol: AnyObject, Sendable {
      * Starts generating from `prompt` on a worker thread and returns at once.
      * Tokens, then the result or the error, go to `listener`. Fails at once
      * with `InvalidArgument` for a bad `config` and with `Busy` while another
-     * generation of this session runs.
+     * generation of this session runs (one that was cancelled is waited for).
      */
     func generate(prompt: Prompt, config: GenerationConfig, listener: TokenListener) throws  -> GenerationHandle
     
@@ -998,12 +1099,32 @@ public protocol TahSessionProtocol: AnyObject, Sendable {
      */
     func reset() throws 
     
+    /**
+     * The conversation of the last chat prompt and its answer (what a
+     * restored session was saved with). `Busy` while generating.
+     */
+    func history() throws  -> [ChatMessage]
+    
+    /**
+     * Writes the session's state to `path`: the tokens it holds, their KV
+     * entries, the settings they were computed with and the conversation
+     * of the last chat prompt, tied to the model. The file is replaced
+     * atomically (a kill mid-save leaves the previous one). Returns its
+     * size in bytes. `Busy` while generating; `SessionState` if it cannot
+     * be written, `Gpu` for a model on the GPU (the session is unaffected
+     * either way). Blocking: call it off the UI thread.
+     */
+    func saveState(path: String) throws  -> UInt64
+    
 }
 /**
  * One conversation with a model: its KV cache and settings. A session runs
  * one generation at a time (a second one fails with `TahError.Busy`); use
- * several sessions for concurrent generations. Releasing the session cancels
- * its running generation.
+ * several sessions for concurrent generations. A generation that was
+ * cancelled (`cancel()`, a closed handle, a stopped Kotlin flow or Swift
+ * stream) does not block the next one: a new generation, `reset`,
+ * `cachedTokens` or `saveState` waits for it to wind down (within one
+ * forward pass). Releasing the session cancels its running generation.
  */
 open class TahSession: TahSessionProtocol, @unchecked Sendable {
     fileprivate let handle: UInt64
@@ -1056,6 +1177,24 @@ open class TahSession: TahSessionProtocol, @unchecked Sendable {
     }
 
     
+    /**
+     * Restores a session saved with [`TahSession::save_state`] for `model`.
+     * A missing, truncated or corrupted file, one written by a newer
+     * version of the SDK, or one saved with another model or KV settings
+     * fails with `SessionState`; a model on the GPU with `Gpu` (saved
+     * sessions need the model on the CPU). Blocking (reads the file): call
+     * it off the UI thread.
+     */
+public static func restore(model: TahModel, path: String)throws  -> TahSession  {
+    return try  FfiConverterTypeTahSession_lift(try rustCallWithError(FfiConverterTypeTahError_lift) {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_constructor_tahsession_restore(
+        FfiConverterTypeTahModel_lower(model),
+        FfiConverterString.lower(path),uniffiCallStatus
+    )
+})
+}
+    
 
     
     /**
@@ -1107,7 +1246,7 @@ open func complete(prompt: Prompt, config: GenerationConfig)async throws  -> Gen
      * Starts generating from `prompt` on a worker thread and returns at once.
      * Tokens, then the result or the error, go to `listener`. Fails at once
      * with `InvalidArgument` for a bad `config` and with `Busy` while another
-     * generation of this session runs.
+     * generation of this session runs (one that was cancelled is waited for).
      */
 open func generate(prompt: Prompt, config: GenerationConfig, listener: TokenListener)throws  -> GenerationHandle  {
     return try  FfiConverterTypeGenerationHandle_lift(try rustCallWithError(FfiConverterTypeTahError_lift) {
@@ -1130,6 +1269,38 @@ open func reset()throws   {try rustCallWithError(FfiConverterTypeTahError_lift) 
             self.uniffiCloneHandle(),uniffiCallStatus
     )
 }
+}
+    
+    /**
+     * The conversation of the last chat prompt and its answer (what a
+     * restored session was saved with). `Busy` while generating.
+     */
+open func history()throws  -> [ChatMessage]  {
+    return try  FfiConverterSequenceTypeChatMessage.lift(try rustCallWithError(FfiConverterTypeTahError_lift) {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_method_tahsession_history(
+            self.uniffiCloneHandle(),uniffiCallStatus
+    )
+})
+}
+    
+    /**
+     * Writes the session's state to `path`: the tokens it holds, their KV
+     * entries, the settings they were computed with and the conversation
+     * of the last chat prompt, tied to the model. The file is replaced
+     * atomically (a kill mid-save leaves the previous one). Returns its
+     * size in bytes. `Busy` while generating; `SessionState` if it cannot
+     * be written, `Gpu` for a model on the GPU (the session is unaffected
+     * either way). Blocking: call it off the UI thread.
+     */
+open func saveState(path: String)throws  -> UInt64  {
+    return try  FfiConverterUInt64.lift(try rustCallWithError(FfiConverterTypeTahError_lift) {
+        uniffiCallStatus in
+    uniffi_tah_ffi_fn_method_tahsession_save_state(
+            self.uniffiCloneHandle(),
+        FfiConverterString.lower(path),uniffiCallStatus
+    )
+})
 }
     
 
@@ -1892,7 +2063,7 @@ public func FfiConverterTypeGenerationResult_lower(_ value: GenerationResult) ->
 public struct ModelOptions: Equatable, Hashable {
     /**
      * Worker threads the model's tensor operations use (`null`/`nil`: one
-     * per core).
+     * per core). [`TahModel::set_threads`] changes it later.
      */
     public var threads: UInt32?
     /**
@@ -1929,7 +2100,7 @@ public struct ModelOptions: Equatable, Hashable {
     public init(
         /**
          * Worker threads the model's tensor operations use (`null`/`nil`: one
-         * per core).
+         * per core). [`TahModel::set_threads`] changes it later.
          */threads: UInt32? = nil, 
         /**
          * Context length of the model's sessions, in tokens (`null`/`nil`: the
@@ -2059,6 +2230,10 @@ public struct Stats: Equatable, Hashable {
      * Why a model asked for on the GPU ran on the CPU (`gpuFallback`).
      */
     public var deviceNotice: String?
+    /**
+     * Compute threads the generation ran on.
+     */
+    public var threads: UInt32
 
     // Default memberwise initializers are never public by default, so we
     // declare one manually.
@@ -2089,7 +2264,10 @@ public struct Stats: Equatable, Hashable {
          */device: String, 
         /**
          * Why a model asked for on the GPU ran on the CPU (`gpuFallback`).
-         */deviceNotice: String?) {
+         */deviceNotice: String?, 
+        /**
+         * Compute threads the generation ran on.
+         */threads: UInt32) {
         self.loadMs = loadMs
         self.timeToFirstTokenMs = timeToFirstTokenMs
         self.prefillTokens = prefillTokens
@@ -2103,6 +2281,7 @@ public struct Stats: Equatable, Hashable {
         self.peakKvBytes = peakKvBytes
         self.device = device
         self.deviceNotice = deviceNotice
+        self.threads = threads
     }
 
     
@@ -2133,7 +2312,8 @@ public struct FfiConverterTypeStats: FfiConverterRustBuffer {
                 depth2KvEntries: FfiConverterUInt32.read(from: &buf), 
                 peakKvBytes: FfiConverterUInt64.read(from: &buf), 
                 device: FfiConverterString.read(from: &buf), 
-                deviceNotice: FfiConverterOptionString.read(from: &buf)
+                deviceNotice: FfiConverterOptionString.read(from: &buf), 
+                threads: FfiConverterUInt32.read(from: &buf)
         )
     }
 
@@ -2151,6 +2331,7 @@ public struct FfiConverterTypeStats: FfiConverterRustBuffer {
         FfiConverterUInt64.write(value.peakKvBytes, into: &buf)
         FfiConverterString.write(value.device, into: &buf)
         FfiConverterOptionString.write(value.deviceNotice, into: &buf)
+        FfiConverterUInt32.write(value.threads, into: &buf)
     }
 }
 
@@ -2252,6 +2433,103 @@ public func FfiConverterTypeTokenEvent_lift(_ buf: RustBuffer) throws -> TokenEv
 #endif
 public func FfiConverterTypeTokenEvent_lower(_ value: TokenEvent) -> RustBuffer {
     return FfiConverterTypeTokenEvent.lower(value)
+}
+
+
+/**
+ * What a trim gave back, in bytes.
+ */
+public struct TrimReport: Equatable, Hashable {
+    /**
+     * KV cache memory the idle sessions freed (entries and unused room).
+     */
+    public var kvCacheBytes: UInt64
+    /**
+     * Heap memory returned to the system, the freed KV caches' included
+     * (where the platform tells: Linux and Android measure the process's
+     * anonymous memory, Apple's allocator reports it).
+     */
+    public var heapBytes: UInt64
+    /**
+     * Mapped weight pages that left the process's resident set (they are
+     * read back from the model file when next used). On Apple platforms
+     * this counts the file's pages in memory, an upper bound.
+     */
+    public var weightBytes: UInt64
+    /**
+     * Memory returned to the system: `heap_bytes + weight_bytes`.
+     */
+    public var totalBytes: UInt64
+
+    // Default memberwise initializers are never public by default, so we
+    // declare one manually.
+    public init(
+        /**
+         * KV cache memory the idle sessions freed (entries and unused room).
+         */kvCacheBytes: UInt64, 
+        /**
+         * Heap memory returned to the system, the freed KV caches' included
+         * (where the platform tells: Linux and Android measure the process's
+         * anonymous memory, Apple's allocator reports it).
+         */heapBytes: UInt64, 
+        /**
+         * Mapped weight pages that left the process's resident set (they are
+         * read back from the model file when next used). On Apple platforms
+         * this counts the file's pages in memory, an upper bound.
+         */weightBytes: UInt64, 
+        /**
+         * Memory returned to the system: `heap_bytes + weight_bytes`.
+         */totalBytes: UInt64) {
+        self.kvCacheBytes = kvCacheBytes
+        self.heapBytes = heapBytes
+        self.weightBytes = weightBytes
+        self.totalBytes = totalBytes
+    }
+
+    
+
+    
+}
+
+#if compiler(>=6)
+extension TrimReport: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTrimReport: FfiConverterRustBuffer {
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TrimReport {
+        return
+            try TrimReport(
+                kvCacheBytes: FfiConverterUInt64.read(from: &buf), 
+                heapBytes: FfiConverterUInt64.read(from: &buf), 
+                weightBytes: FfiConverterUInt64.read(from: &buf), 
+                totalBytes: FfiConverterUInt64.read(from: &buf)
+        )
+    }
+
+    public static func write(_ value: TrimReport, into buf: inout [UInt8]) {
+        FfiConverterUInt64.write(value.kvCacheBytes, into: &buf)
+        FfiConverterUInt64.write(value.heapBytes, into: &buf)
+        FfiConverterUInt64.write(value.weightBytes, into: &buf)
+        FfiConverterUInt64.write(value.totalBytes, into: &buf)
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTrimReport_lift(_ buf: RustBuffer) throws -> TrimReport {
+    return try FfiConverterTypeTrimReport.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTrimReport_lower(_ value: TrimReport) -> RustBuffer {
+    return FfiConverterTypeTrimReport.lower(value)
 }
 
 
@@ -2493,6 +2771,98 @@ public func FfiConverterTypeKvPrecision_lift(_ buf: RustBuffer) throws -> KvPrec
 #endif
 public func FfiConverterTypeKvPrecision_lower(_ value: KvPrecision) -> RustBuffer {
     return FfiConverterTypeKvPrecision.lower(value)
+}
+
+
+
+/**
+ * What [`crate::TahModel::load_from`] loads.
+ */
+
+public enum ModelSource: Equatable, Hashable {
+    
+    /**
+     * A `.gguf` file or a checkpoint directory.
+     */
+    case path(path: String
+    )
+    /**
+     * A `.gguf` model stored in the `length` bytes at `offset` of the open
+     * file `fd`: on Android, an asset kept uncompressed in the APK
+     * (`androidResources { noCompress += "gguf" }`), through
+     * `assets.openFd(name)`: its `parcelFileDescriptor.fd`, `startOffset`
+     * and `length`. The bytes are mapped in place, not copied. The
+     * descriptor is duplicated, so the caller may close its own once the
+     * load returns. `offset` must keep the model's 4-byte alignment (the
+     * APK packer's, zipalign's, does). A descriptor that is not open or not
+     * a regular file, or a range outside the file, is `InvalidArgument`;
+     * a range that does not hold a model is `ModelLoad`.
+     */
+    case fd(fd: Int32, offset: UInt64, length: UInt64
+    )
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension ModelSource: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeModelSource: FfiConverterRustBuffer {
+    typealias SwiftType = ModelSource
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> ModelSource {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .path(path: try FfiConverterString.read(from: &buf)
+        )
+        
+        case 2: return .fd(fd: try FfiConverterInt32.read(from: &buf), offset: try FfiConverterUInt64.read(from: &buf), length: try FfiConverterUInt64.read(from: &buf)
+        )
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: ModelSource, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case let .path(path):
+            writeInt(&buf, Int32(1))
+            FfiConverterString.write(path, into: &buf)
+            
+        
+        case let .fd(fd,offset,length):
+            writeInt(&buf, Int32(2))
+            FfiConverterInt32.write(fd, into: &buf)
+            FfiConverterUInt64.write(offset, into: &buf)
+            FfiConverterUInt64.write(length, into: &buf)
+            
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeModelSource_lift(_ buf: RustBuffer) throws -> ModelSource {
+    return try FfiConverterTypeModelSource.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeModelSource_lower(_ value: ModelSource) -> RustBuffer {
+    return FfiConverterTypeModelSource.lower(value)
 }
 
 
@@ -2807,6 +3177,13 @@ enum TahError: Swift.Error, Equatable, Hashable, Foundation.LocalizedError {
     case Gpu(reason: String
     )
     /**
+     * A saved session state could not be written or restored: the file is
+     * missing, truncated or corrupted, written by a newer SDK, or saved
+     * with another model or KV settings. The session involved is unchanged.
+     */
+    case SessionState(reason: String
+    )
+    /**
      * A bug: an engine panic, a tensor backend failure, or a foreign callback
      * that failed unexpectedly.
      */
@@ -2859,7 +3236,10 @@ public struct FfiConverterTypeTahError: FfiConverterRustBuffer {
         case 6: return .Gpu(
             reason: try FfiConverterString.read(from: &buf)
             )
-        case 7: return .Internal(
+        case 7: return .SessionState(
+            reason: try FfiConverterString.read(from: &buf)
+            )
+        case 8: return .Internal(
             reason: try FfiConverterString.read(from: &buf)
             )
 
@@ -2904,8 +3284,13 @@ public struct FfiConverterTypeTahError: FfiConverterRustBuffer {
             FfiConverterString.write(reason, into: &buf)
             
         
-        case let .Internal(reason):
+        case let .SessionState(reason):
             writeInt(&buf, Int32(7))
+            FfiConverterString.write(reason, into: &buf)
+            
+        
+        case let .Internal(reason):
+            writeInt(&buf, Int32(8))
             FfiConverterString.write(reason, into: &buf)
             
         }
@@ -2926,6 +3311,88 @@ public func FfiConverterTypeTahError_lift(_ buf: RustBuffer) throws -> TahError 
 public func FfiConverterTypeTahError_lower(_ value: TahError) -> RustBuffer {
     return FfiConverterTypeTahError.lower(value)
 }
+
+
+/**
+ * How much [`TahModel::trim_memory`] gives back.
+ */
+
+public enum TrimLevel: Equatable, Hashable {
+    
+    /**
+     * Only what comes back unchanged at no cost but page faults: the KV
+     * caches' unused room, the allocator's free memory (buffers of past
+     * generations) and the mapped weights' resident pages. Android
+     * `TRIM_MEMORY_RUNNING_LOW`, `TRIM_MEMORY_UI_HIDDEN`.
+     */
+    case moderate
+    /**
+     * Also idle sessions' KV entries past their kept prefix (the system
+     * message of their last chat prompt): their next answer recomputes the
+     * conversation's prompt, like a fresh session. Android
+     * `TRIM_MEMORY_RUNNING_CRITICAL` and the background levels, iOS memory
+     * warnings.
+     */
+    case critical
+
+
+
+
+
+}
+
+#if compiler(>=6)
+extension TrimLevel: Sendable {}
+#endif
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public struct FfiConverterTypeTrimLevel: FfiConverterRustBuffer {
+    typealias SwiftType = TrimLevel
+
+    public static func read(from buf: inout (data: Data, offset: Data.Index)) throws -> TrimLevel {
+        let variant: Int32 = try readInt(&buf)
+        switch variant {
+        
+        case 1: return .moderate
+        
+        case 2: return .critical
+        
+        default: throw UniffiInternalError.unexpectedEnumCase
+        }
+    }
+
+    public static func write(_ value: TrimLevel, into buf: inout [UInt8]) {
+        switch value {
+        
+        
+        case .moderate:
+            writeInt(&buf, Int32(1))
+        
+        
+        case .critical:
+            writeInt(&buf, Int32(2))
+        
+        }
+    }
+}
+
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTrimLevel_lift(_ buf: RustBuffer) throws -> TrimLevel {
+    return try FfiConverterTypeTrimLevel.lift(buf)
+}
+
+#if swift(>=5.8)
+@_documentation(visibility: private)
+#endif
+public func FfiConverterTypeTrimLevel_lower(_ value: TrimLevel) -> RustBuffer {
+    return FfiConverterTypeTrimLevel.lower(value)
+}
+
 
 #if swift(>=5.8)
 @_documentation(visibility: private)
@@ -3269,6 +3736,15 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tah_ffi_checksum_func_greedy_generation_config() != 33040) {
         return InitializationResult.apiChecksumMismatch
     }
+    if (uniffi_tah_ffi_checksum_method_tahmodel_set_threads() != 24614) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tah_ffi_checksum_method_tahmodel_threads() != 40512) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tah_ffi_checksum_method_tahmodel_trim_memory() != 46594) {
+        return InitializationResult.apiChecksumMismatch
+    }
     if (uniffi_tah_ffi_checksum_method_tahmodel_context_length() != 42817) {
         return InitializationResult.apiChecksumMismatch
     }
@@ -3296,10 +3772,16 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tah_ffi_checksum_method_tahsession_complete() != 56824) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tah_ffi_checksum_method_tahsession_generate() != 9045) {
+    if (uniffi_tah_ffi_checksum_method_tahsession_generate() != 20549) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tah_ffi_checksum_method_tahsession_reset() != 22539) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tah_ffi_checksum_method_tahsession_history() != 22202) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tah_ffi_checksum_method_tahsession_save_state() != 59541) {
         return InitializationResult.apiChecksumMismatch
     }
     if (uniffi_tah_ffi_checksum_method_tokenlistener_on_token() != 48386) {
@@ -3311,7 +3793,13 @@ private let initializationResult: InitializationResult = {
     if (uniffi_tah_ffi_checksum_method_tokenlistener_on_error() != 12691) {
         return InitializationResult.apiChecksumMismatch
     }
-    if (uniffi_tah_ffi_checksum_constructor_tahmodel_load() != 18072) {
+    if (uniffi_tah_ffi_checksum_constructor_tahmodel_load() != 61260) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tah_ffi_checksum_constructor_tahmodel_load_from() != 33819) {
+        return InitializationResult.apiChecksumMismatch
+    }
+    if (uniffi_tah_ffi_checksum_constructor_tahsession_restore() != 38963) {
         return InitializationResult.apiChecksumMismatch
     }
 

@@ -4,7 +4,8 @@ extension TahSession {
     /// Generates from `prompt` and yields each token as it is produced.
     ///
     /// Every call starts a new generation on this session (the stream fails at
-    /// once with `TahError.Busy` while another one runs). The stream finishes
+    /// once with `TahError.Busy` while another one runs; one that was stopped,
+    /// e.g. by leaving its loop, is waited for instead). The stream finishes
     /// when the generation ends (end of sequence, a stop string,
     /// `maxNewTokens`, a full context, or `cancel()`) and throws the
     /// `TahError` of a failed generation.

@@ -1,7 +1,10 @@
 package ai.tah.sample
 
 import ai.tah.app.AppController
+import ai.tah.app.ModelFile
+import ai.tah.sdk.ModelSource
 import android.app.Application
+import android.content.Context
 import android.net.Uri
 import android.provider.OpenableColumns
 import androidx.lifecycle.AndroidViewModel
@@ -18,10 +21,33 @@ import kotlinx.coroutines.withContext
 /**
  * The app's view model: the shared [AppController] in `viewModelScope`, so a
  * rotation keeps the model and a running answer; the view model's end
- * cancels the generation and frees the model.
+ * cancels the generation and frees the model. At launch it opens the last
+ * model the user picked, else the one bundled in the APK, and restores the
+ * last conversation (saved after every answer).
  */
 class SampleViewModel(application: Application) : AndroidViewModel(application) {
-    val app = AppController(viewModelScope, Dispatchers.IO)
+    private val prefs = application.getSharedPreferences("tah-sample", Context.MODE_PRIVATE)
+
+    val app = AppController(
+        viewModelScope,
+        Dispatchers.IO,
+        conversationFile = File(application.filesDir, "conversation.tahstate"),
+    )
+
+    init {
+        app.launch(prefs.getString(LAST_MODEL, null), ::bundledModel)
+    }
+
+    /**
+     * The default model, an asset stored uncompressed in the APK
+     * (`noCompress += "gguf"` in build.gradle.kts): the SDK maps it in place
+     * through the asset's descriptor, nothing is copied to storage.
+     */
+    private fun bundledModel(): ModelFile {
+        val asset = getApplication<Application>().assets.openFd(BUNDLED_MODEL)
+        val source = ModelSource.Fd(asset.parcelFileDescriptor.fd, asset.startOffset.toULong(), asset.length.toULong())
+        return ModelFile("$BUNDLED_MODEL (bundled)", source) { asset.close() }
+    }
 
     private val _importing = MutableStateFlow<String?>(null)
 
@@ -63,6 +89,7 @@ class SampleViewModel(application: Application) : AndroidViewModel(application) 
             } finally {
                 _importing.value = null
             }
+            prefs.edit().putString(LAST_MODEL, target.path).apply()
             app.loadModel(target.path)
         }
     }
@@ -77,5 +104,11 @@ class SampleViewModel(application: Application) : AndroidViewModel(application) 
 
     override fun onCleared() {
         app.close()
+    }
+
+    private companion object {
+        /** The asset android/sample/src/main/assets/arith-tah.gguf (a link to models/arith-tah.gguf). */
+        const val BUNDLED_MODEL = "arith-tah.gguf"
+        const val LAST_MODEL = "lastModel"
     }
 }

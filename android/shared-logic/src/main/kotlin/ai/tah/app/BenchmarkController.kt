@@ -76,5 +76,5 @@ class BenchmarkController(private val scope: CoroutineScope, private val models:
 
     /** The rows so far as CSV. */
     fun csv(device: String): String =
-        BenchmarkCsv.render(_state.value.rows, device, (models.state.value as? ModelState.Ready)?.path?.substringAfterLast('/') ?: "")
+        BenchmarkCsv.render(_state.value.rows, device, (models.state.value as? ModelState.Ready)?.name ?: "")
 }

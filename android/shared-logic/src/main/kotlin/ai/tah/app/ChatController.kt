@@ -9,7 +9,9 @@ import ai.tah.sdk.TahException
 import ai.tah.sdk.TahModel
 import ai.tah.sdk.TahSession
 import ai.tah.sdk.generateUpdates
+import java.io.File
 import java.util.concurrent.atomic.AtomicLong
+import kotlinx.coroutines.CoroutineDispatcher
 import kotlinx.coroutines.CoroutineScope
 import kotlinx.coroutines.Job
 import kotlinx.coroutines.flow.MutableStateFlow
@@ -18,6 +20,7 @@ import kotlinx.coroutines.flow.asStateFlow
 import kotlinx.coroutines.flow.update
 import kotlinx.coroutines.flow.updateAndGet
 import kotlinx.coroutines.launch
+import kotlinx.coroutines.withContext
 
 /**
  * The chat screen's logic: one conversation with the model of [models],
@@ -26,11 +29,17 @@ import kotlinx.coroutines.launch
  * cancelling it cancels the generation.
  *
  * @param baseConfig sampling settings; [ChatSettings] are applied on top.
+ * @param ioDispatcher where the conversation is saved and restored.
+ * @param conversationFile where the session is saved after every answer
+ *   ([TahSession.saveState]: the conversation and its KV cache), so that a
+ *   relaunch continues it; null: not saved.
  */
 class ChatController(
     private val scope: CoroutineScope,
     private val models: ModelHolder,
     private val baseConfig: GenerationConfig,
+    private val ioDispatcher: CoroutineDispatcher,
+    private val conversationFile: File? = null,
 ) {
     private val _state = MutableStateFlow(ChatState())
     val state: StateFlow<ChatState> = _state.asStateFlow()
@@ -80,10 +89,42 @@ class ChatController(
         synchronized(lock) { session?.cancel() }
     }
 
-    /** Starts a new, empty conversation (stopping the answer being streamed). */
+    /** Starts a new, empty conversation (stopping the answer being streamed); the saved one is deleted. */
     fun newConversation() {
+        val previous = synchronized(lock) { job }
         detach()
-        _state.update { it.copy(entries = emptyList(), streamingId = null, lastReport = null) }
+        _state.update { it.copy(entries = emptyList(), streamingId = null, lastReport = null, notice = null) }
+        // After the previous answer's coroutine, which may be saving.
+        conversationFile?.let { file -> scope.launch { previous?.join(); withContext(ioDispatcher) { file.delete() } } }
+    }
+
+    /**
+     * Restores the conversation saved in the conversation file, with its KV
+     * cache, on the loaded model. A file that cannot be restored (damaged,
+     * or saved with another model) leaves the chat empty with a [ChatState.notice];
+     * the next answer replaces it. Returns whether a conversation was restored.
+     */
+    suspend fun restoreConversation(): Boolean {
+        val file = conversationFile?.takeIf { it.isFile } ?: return false
+        val model = models.model ?: return false
+        val restored = try {
+            withContext(ioDispatcher) { TahSession.restore(model, file.path).let { it to it.history() } }
+        } catch (e: TahException) {
+            _state.update { it.copy(notice = "The last conversation could not be restored: ${e.describe()}") }
+            return false
+        }
+        val (session, history) = restored
+        synchronized(lock) {
+            detach()
+            this.session = session
+            sessionModel = model
+        }
+        val entries = history.filter { it.role != Role.SYSTEM }.map { message ->
+            val status = if (message.role == Role.USER) EntryStatus.Sent else EntryStatus.Restored
+            ChatEntry(ids.incrementAndGet(), message.role, listOf(TokenSpan(message.content, 0)), status)
+        }
+        _state.update { it.copy(entries = entries, streamingId = null, lastReport = null, notice = null) }
+        return true
     }
 
     /**
@@ -128,12 +169,23 @@ class ChatController(
                     }
                 }
             }
+            save(session)
         } catch (e: TahException) {
             updateAnswer { it.copy(status = EntryStatus.Failed(e.describe())) }
         } finally {
             // Also reached when the collecting coroutine is cancelled (detach, the scope ends).
             updateAnswer { if (it.status == EntryStatus.Streaming) it.copy(status = EntryStatus.Interrupted) else it }
             _state.update { if (it.streamingId == answerId) it.copy(streamingId = null) else it }
+        }
+    }
+
+    /** Saves the session after an answer; a failure only costs the next launch its restore. */
+    private suspend fun save(session: TahSession) {
+        val file = conversationFile ?: return
+        try {
+            withContext(ioDispatcher) { session.saveState(file.path) }
+        } catch (e: TahException) {
+            _state.update { it.copy(notice = "The conversation was not saved: ${e.describe()}") }
         }
     }
 

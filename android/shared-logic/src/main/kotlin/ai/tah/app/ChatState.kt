@@ -25,6 +25,9 @@ sealed interface EntryStatus {
 
     /** The app stopped listening before the engine reported a result (the screen or the model went away). */
     data object Interrupted : EntryStatus
+
+    /** An answer of a conversation restored at launch (no figures, no depths). */
+    data object Restored : EntryStatus
 }
 
 /** One message of the conversation, [id] unique in it. User messages are one span of depth 0. */
@@ -71,6 +74,8 @@ data class ChatState(
     val streamingId: Long? = null,
     /** The figures of the last finished answer. */
     val lastReport: LatencyReport? = null,
+    /** Something to tell the user about the saved conversation (it could not be restored or saved). */
+    val notice: String? = null,
 ) {
     val generating: Boolean get() = streamingId != null
 }

@@ -9,5 +9,7 @@ fun TahException.describe(): String = when (this) {
     is TahException.ContextOverflow -> "The conversation no longer fits in the context; start a new one ($reason)"
     is TahException.Busy -> "Busy: $reason"
     is TahException.Cancelled -> "Cancelled: $reason"
+    is TahException.Gpu -> "GPU: $reason"
+    is TahException.SessionState -> "Saved conversation: $reason"
     is TahException.Internal -> "Internal error: $reason"
 }

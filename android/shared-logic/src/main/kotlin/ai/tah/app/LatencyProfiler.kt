@@ -38,6 +38,8 @@ data class LatencyReport(
     val peakKvBytes: Long,
     /** The process's memory when the generation ended. */
     val memory: MemorySample?,
+    /** Compute threads the generation ran on. */
+    val threads: Int,
     val stopReason: StopReason,
 )
 
@@ -84,6 +86,7 @@ class LatencyProfiler {
             generatedHardTokens = generated.count { it > 1u },
             peakKvBytes = stats.peakKvBytes.toLong(),
             memory = ProcessMemory.sample(),
+            threads = stats.threads.toInt(),
             stopReason = result.stopReason,
         )
     }

@@ -20,13 +20,12 @@ import kotlinx.coroutines.withContext
 sealed interface ModelState {
     data object Empty : ModelState
 
-    data class Loading(val path: String) : ModelState
+    /** [name]: the file's name, or what the app calls a bundled model. */
+    data class Loading(val name: String) : ModelState
 
     data class Ready(
         val model: TahModel,
-        val path: String,
-        /** The tokenizer the model was loaded with (null: its own). */
-        val tokenizerPath: String?,
+        val name: String,
         /** Wall time of [TahModel.load] as the app saw it. */
         val loadWallMs: Double,
         val contextLength: Int,
@@ -39,7 +38,7 @@ sealed interface ModelState {
         val deviceNotice: String?,
     ) : ModelState
 
-    data class Failed(val path: String, val message: String) : ModelState
+    data class Failed(val name: String, val message: String) : ModelState
 }
 
 /**
@@ -59,30 +58,31 @@ class ModelHolder(
     val model: TahModel? get() = (_state.value as? ModelState.Ready)?.model
 
     /**
-     * Loads the model at [path] (a `.gguf` file or a checkpoint directory) on
-     * [device], closing the current one first. Does nothing while another
-     * load runs. A GPU that cannot run the model gives a CPU model and a
+     * Loads [file] (a `.gguf` file or a checkpoint directory by path, or a
+     * `.gguf` inside an open file by descriptor) on [device], closing the
+     * current model first. Does nothing while another load runs. A GPU that
+     * cannot run the model gives a CPU model and a
      * [ModelState.Ready.deviceNotice], never a failed load. Sessions of the
      * old model must be closed by their owners (their engine keeps the
-     * weights alive until then).
+     * weights alive until then). Does not close [file].
      */
-    suspend fun load(path: String, tokenizerPath: String? = null, device: Device = Device.CPU) {
+    suspend fun load(file: ModelFile, tokenizerPath: String? = null, device: Device = Device.CPU) {
         val previous = _state.value
-        if (previous is ModelState.Loading || !_state.compareAndSet(previous, ModelState.Loading(path))) return
+        if (previous is ModelState.Loading || !_state.compareAndSet(previous, ModelState.Loading(file.name))) return
         (previous as? ModelState.Ready)?.model?.close()
         val started = System.nanoTime()
         val loaded = try {
             // Not cancellable half-way: a model loaded for a cancelled caller is closed below.
             withContext(loadDispatcher + NonCancellable) {
                 val options = ModelOptions(threads = threads, tokenizerPath = tokenizerPath, device = device, gpuFallback = true)
-                val model = TahModel.load(path, options)
+                val model = TahModel.loadFrom(file.source, options)
                 ModelState.Ready(
-                    model, path, tokenizerPath, (System.nanoTime() - started) / 1e6, model.contextLength().toInt(),
+                    model, file.name, (System.nanoTime() - started) / 1e6, model.contextLength().toInt(),
                     computeBackends(), device, model.deviceName(), model.deviceNotice(),
                 )
             }
         } catch (e: TahException) {
-            ModelState.Failed(path, e.describe())
+            ModelState.Failed(file.name, e.describe())
         }
         if (!currentCoroutineContext().isActive) {
             (loaded as? ModelState.Ready)?.model?.close()

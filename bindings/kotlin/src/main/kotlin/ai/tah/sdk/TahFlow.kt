@@ -10,7 +10,8 @@ import kotlinx.coroutines.flow.transform
  * Generates from [prompt] and emits each token as it is produced.
  *
  * The flow is cold: every collection starts a new generation on this session
- * (which fails with [TahException.Busy] while another one runs). It completes
+ * (which fails with [TahException.Busy] while another one runs; one that was
+ * stopped, e.g. by `take(n)`, is waited for instead). It completes
  * when the generation ends (end of sequence, a stop string, `maxNewTokens`, a
  * full context, or a cancellation through [TahSession.cancel]) and fails with
  * the [TahException] of a failed generation. Cancelling the collector cancels

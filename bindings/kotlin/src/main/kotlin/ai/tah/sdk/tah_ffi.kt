@@ -724,6 +724,12 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tah_ffi_checksum_func_greedy_generation_config(
     ): Int
+    external fun uniffi_tah_ffi_checksum_method_tahmodel_set_threads(
+    ): Int
+    external fun uniffi_tah_ffi_checksum_method_tahmodel_threads(
+    ): Int
+    external fun uniffi_tah_ffi_checksum_method_tahmodel_trim_memory(
+    ): Int
     external fun uniffi_tah_ffi_checksum_method_tahmodel_context_length(
     ): Int
     external fun uniffi_tah_ffi_checksum_method_tahmodel_device_name(
@@ -746,6 +752,10 @@ internal object IntegrityCheckingUniffiLib {
     ): Int
     external fun uniffi_tah_ffi_checksum_method_tahsession_reset(
     ): Int
+    external fun uniffi_tah_ffi_checksum_method_tahsession_history(
+    ): Int
+    external fun uniffi_tah_ffi_checksum_method_tahsession_save_state(
+    ): Int
     external fun uniffi_tah_ffi_checksum_method_tokenlistener_on_token(
     ): Int
     external fun uniffi_tah_ffi_checksum_method_tokenlistener_on_complete(
@@ -753,6 +763,10 @@ internal object IntegrityCheckingUniffiLib {
     external fun uniffi_tah_ffi_checksum_method_tokenlistener_on_error(
     ): Int
     external fun uniffi_tah_ffi_checksum_constructor_tahmodel_load(
+    ): Int
+    external fun uniffi_tah_ffi_checksum_constructor_tahmodel_load_from(
+    ): Int
+    external fun uniffi_tah_ffi_checksum_constructor_tahsession_restore(
     ): Int
     external fun ffi_tah_ffi_uniffi_contract_version(
     ): Int
@@ -781,6 +795,14 @@ internal object UniffiLib {
     ): Unit
     external fun uniffi_tah_ffi_fn_constructor_tahmodel_load(`path`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
+    external fun uniffi_tah_ffi_fn_constructor_tahmodel_load_from(`source`: RustBuffer.ByValue,`options`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
+    external fun uniffi_tah_ffi_fn_method_tahmodel_set_threads(`ptr`: Long,`threads`: Int,uniffi_out_err: UniffiRustCallStatus, 
+    ): Unit
+    external fun uniffi_tah_ffi_fn_method_tahmodel_threads(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): Int
+    external fun uniffi_tah_ffi_fn_method_tahmodel_trim_memory(`ptr`: Long,`level`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
     external fun uniffi_tah_ffi_fn_method_tahmodel_context_length(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Int
     external fun uniffi_tah_ffi_fn_method_tahmodel_device_name(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -801,6 +823,8 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_tah_ffi_fn_free_tahsession(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_tah_ffi_fn_constructor_tahsession_restore(`model`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_tah_ffi_fn_method_tahsession_cached_tokens(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tah_ffi_fn_method_tahsession_cancel(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -811,6 +835,10 @@ internal object UniffiLib {
     ): Long
     external fun uniffi_tah_ffi_fn_method_tahsession_reset(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Unit
+    external fun uniffi_tah_ffi_fn_method_tahsession_history(`ptr`: Long,uniffi_out_err: UniffiRustCallStatus, 
+    ): RustBuffer.ByValue
+    external fun uniffi_tah_ffi_fn_method_tahsession_save_state(`ptr`: Long,`path`: RustBuffer.ByValue,uniffi_out_err: UniffiRustCallStatus, 
+    ): Long
     external fun uniffi_tah_ffi_fn_clone_tokenlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
     ): Long
     external fun uniffi_tah_ffi_fn_free_tokenlistener(`handle`: Long,uniffi_out_err: UniffiRustCallStatus, 
@@ -962,6 +990,15 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tah_ffi_checksum_func_greedy_generation_config() and 0xFFFF) != 33040) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
+    if ((lib.uniffi_tah_ffi_checksum_method_tahmodel_set_threads() and 0xFFFF) != 24614) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tah_ffi_checksum_method_tahmodel_threads() and 0xFFFF) != 40512) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tah_ffi_checksum_method_tahmodel_trim_memory() and 0xFFFF) != 46594) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
     if ((lib.uniffi_tah_ffi_checksum_method_tahmodel_context_length() and 0xFFFF) != 42817) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
@@ -989,10 +1026,16 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tah_ffi_checksum_method_tahsession_complete() and 0xFFFF) != 56824) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tah_ffi_checksum_method_tahsession_generate() and 0xFFFF) != 9045) {
+    if ((lib.uniffi_tah_ffi_checksum_method_tahsession_generate() and 0xFFFF) != 20549) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tah_ffi_checksum_method_tahsession_reset() and 0xFFFF) != 22539) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tah_ffi_checksum_method_tahsession_history() and 0xFFFF) != 22202) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tah_ffi_checksum_method_tahsession_save_state() and 0xFFFF) != 59541) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
     if ((lib.uniffi_tah_ffi_checksum_method_tokenlistener_on_token() and 0xFFFF) != 48386) {
@@ -1004,7 +1047,13 @@ private fun uniffiCheckApiChecksums(lib: IntegrityCheckingUniffiLib) {
     if ((lib.uniffi_tah_ffi_checksum_method_tokenlistener_on_error() and 0xFFFF) != 12691) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
-    if ((lib.uniffi_tah_ffi_checksum_constructor_tahmodel_load() and 0xFFFF) != 18072) {
+    if ((lib.uniffi_tah_ffi_checksum_constructor_tahmodel_load() and 0xFFFF) != 61260) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tah_ffi_checksum_constructor_tahmodel_load_from() and 0xFFFF) != 33819) {
+        throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
+    }
+    if ((lib.uniffi_tah_ffi_checksum_constructor_tahsession_restore() and 0xFFFF) != 38963) {
         throw RuntimeException("UniFFI API checksum mismatch: try cleaning and rebuilding your project")
     }
 }
@@ -1255,6 +1304,29 @@ public object FfiConverterUInt: FfiConverter<UInt, Int> {
 
     override fun write(value: UInt, buf: ByteBuffer) {
         buf.putInt(value.toInt())
+    }
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterInt: FfiConverter<Int, Int> {
+    override fun lift(value: Int): Int {
+        return value
+    }
+
+    override fun read(buf: ByteBuffer): Int {
+        return buf.getInt()
+    }
+
+    override fun lower(value: Int): Int {
+        return value
+    }
+
+    override fun allocationSize(value: Int) = 4UL
+
+    override fun write(value: Int, buf: ByteBuffer) {
+        buf.putInt(value)
     }
 }
 
@@ -1805,6 +1877,28 @@ public object FfiConverterTypeGenerationHandle: FfiConverter<GenerationHandle, L
 public interface TahModelInterface {
     
     /**
+     * Sets the number of compute threads (> 0). Running generations keep
+     * the threads they started with; the next generation uses the new
+     * number. For a phone that reports a serious thermal state, fewer
+     * threads mean less heat and a steadier speed.
+     */
+    fun `setThreads`(`threads`: kotlin.UInt)
+    
+    /**
+     * The number of compute threads the next generation uses.
+     */
+    fun `threads`(): kotlin.UInt
+    
+    /**
+     * Gives back memory that can be rebuilt (see [`TrimLevel`]) and reports
+     * how much. Generations after a trim give the same tokens as they would
+     * have without it (at `Critical`, the same as a fresh session for the
+     * dropped part). Sessions that are generating keep their KV cache.
+     * Blocking for a few milliseconds; safe to call from any thread.
+     */
+    fun `trimMemory`(`level`: TrimLevel): TrimReport
+    
+    /**
      * The context length of this model's sessions, in tokens.
      */
     fun `contextLength`(): kotlin.UInt
@@ -1937,6 +2031,64 @@ open class TahModel: Disposable, AutoCloseable, TahModelInterface
 
     
     /**
+     * Sets the number of compute threads (> 0). Running generations keep
+     * the threads they started with; the next generation uses the new
+     * number. For a phone that reports a serious thermal state, fewer
+     * threads mean less heat and a steadier speed.
+     */
+    @Throws(TahException::class)override fun `setThreads`(`threads`: kotlin.UInt)
+        = 
+    callWithHandle {
+    uniffiRustCallWithError(TahException) { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_method_tahmodel_set_threads(
+        it,
+        
+        FfiConverterUInt.lower(`threads`),_status)
+}
+    }
+    
+    
+
+    
+    /**
+     * The number of compute threads the next generation uses.
+     */override fun `threads`(): kotlin.UInt {
+            return FfiConverterUInt.lift(
+    callWithHandle {
+    uniffiRustCall() { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_method_tahmodel_threads(
+        it,
+        _status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
+     * Gives back memory that can be rebuilt (see [`TrimLevel`]) and reports
+     * how much. Generations after a trim give the same tokens as they would
+     * have without it (at `Critical`, the same as a fresh session for the
+     * dropped part). Sessions that are generating keep their KV cache.
+     * Blocking for a few milliseconds; safe to call from any thread.
+     */
+    @Throws(TahException::class)override fun `trimMemory`(`level`: TrimLevel): TrimReport {
+            return FfiConverterTypeTrimReport.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TahException) { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_method_tahmodel_trim_memory(
+        it,
+        
+        FfiConverterTypeTrimLevel.lower(`level`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+    /**
      * The context length of this model's sessions, in tokens.
      */override fun `contextLength`(): kotlin.UInt {
             return FfiConverterUInt.lift(
@@ -2010,8 +2162,8 @@ open class TahModel: Disposable, AutoCloseable, TahModelInterface
         
     /**
      * Loads a TaH checkpoint directory (Hugging Face layout: `config.json`,
-     * `model.safetensors`, `tah_config.json`, `iter_decider.bin`, `lora/`...).
-     * Blocking: call it off the UI thread.
+     * `model.safetensors`, `tah_config.json`, `iter_decider.bin`, `lora/`...)
+     * or a `.gguf` model file. Blocking: call it off the UI thread.
      */
     @Throws(TahException::class) fun `load`(`path`: kotlin.String, `options`: ModelOptions): TahModel {
             return FfiConverterTypeTahModel.lift(
@@ -2020,6 +2172,26 @@ open class TahModel: Disposable, AutoCloseable, TahModelInterface
     
         
         FfiConverterString.lower(`path`),
+        FfiConverterTypeModelOptions.lower(`options`),_status)
+}
+    )
+    }
+    
+
+        
+    /**
+     * Loads a model from `source`: a path, or a `.gguf` model inside an
+     * open file (an uncompressed Android asset, through its
+     * `AssetFileDescriptor`), mapped in place. Blocking: call it off the UI
+     * thread.
+     */
+    @Throws(TahException::class) fun `loadFrom`(`source`: ModelSource, `options`: ModelOptions): TahModel {
+            return FfiConverterTypeTahModel.lift(
+    uniffiRustCallWithError(TahException) { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_constructor_tahmodel_load_from(
+    
+        
+        FfiConverterTypeModelSource.lower(`source`),
         FfiConverterTypeModelOptions.lower(`options`),_status)
 }
     )
@@ -2154,8 +2326,11 @@ public object FfiConverterTypeTahModel: FfiConverter<TahModel, Long> {
 /**
  * One conversation with a model: its KV cache and settings. A session runs
  * one generation at a time (a second one fails with `TahError.Busy`); use
- * several sessions for concurrent generations. Releasing the session cancels
- * its running generation.
+ * several sessions for concurrent generations. A generation that was
+ * cancelled (`cancel()`, a closed handle, a stopped Kotlin flow or Swift
+ * stream) does not block the next one: a new generation, `reset`,
+ * `cachedTokens` or `saveState` waits for it to wind down (within one
+ * forward pass). Releasing the session cancels its running generation.
  */
 public interface TahSessionInterface {
     
@@ -2181,7 +2356,7 @@ public interface TahSessionInterface {
      * Starts generating from `prompt` on a worker thread and returns at once.
      * Tokens, then the result or the error, go to `listener`. Fails at once
      * with `InvalidArgument` for a bad `config` and with `Busy` while another
-     * generation of this session runs.
+     * generation of this session runs (one that was cancelled is waited for).
      */
     fun `generate`(`prompt`: Prompt, `config`: GenerationConfig, `listener`: TokenListener): GenerationHandle
     
@@ -2190,14 +2365,34 @@ public interface TahSessionInterface {
      */
     fun `reset`()
     
+    /**
+     * The conversation of the last chat prompt and its answer (what a
+     * restored session was saved with). `Busy` while generating.
+     */
+    fun `history`(): List<ChatMessage>
+    
+    /**
+     * Writes the session's state to `path`: the tokens it holds, their KV
+     * entries, the settings they were computed with and the conversation
+     * of the last chat prompt, tied to the model. The file is replaced
+     * atomically (a kill mid-save leaves the previous one). Returns its
+     * size in bytes. `Busy` while generating; `SessionState` if it cannot
+     * be written, `Gpu` for a model on the GPU (the session is unaffected
+     * either way). Blocking: call it off the UI thread.
+     */
+    fun `saveState`(`path`: kotlin.String): kotlin.ULong
+    
     companion object
 }
 
 /**
  * One conversation with a model: its KV cache and settings. A session runs
  * one generation at a time (a second one fails with `TahError.Busy`); use
- * several sessions for concurrent generations. Releasing the session cancels
- * its running generation.
+ * several sessions for concurrent generations. A generation that was
+ * cancelled (`cancel()`, a closed handle, a stopped Kotlin flow or Swift
+ * stream) does not block the next one: a new generation, `reset`,
+ * `cachedTokens` or `saveState` waits for it to wind down (within one
+ * forward pass). Releasing the session cancels its running generation.
  */
 open class TahSession: Disposable, AutoCloseable, TahSessionInterface
 {
@@ -2366,7 +2561,7 @@ open class TahSession: Disposable, AutoCloseable, TahSessionInterface
      * Starts generating from `prompt` on a worker thread and returns at once.
      * Tokens, then the result or the error, go to `listener`. Fails at once
      * with `InvalidArgument` for a bad `config` and with `Busy` while another
-     * generation of this session runs.
+     * generation of this session runs (one that was cancelled is waited for).
      */
     @Throws(TahException::class)override fun `generate`(`prompt`: Prompt, `config`: GenerationConfig, `listener`: TokenListener): GenerationHandle {
             return FfiConverterTypeGenerationHandle.lift(
@@ -2401,16 +2596,78 @@ open class TahSession: Disposable, AutoCloseable, TahSessionInterface
     
 
     
-
+    /**
+     * The conversation of the last chat prompt and its answer (what a
+     * restored session was saved with). `Busy` while generating.
+     */
+    @Throws(TahException::class)override fun `history`(): List<ChatMessage> {
+            return FfiConverterSequenceTypeChatMessage.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TahException) { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_method_tahsession_history(
+        it,
+        _status)
+}
+    }
+    )
+    }
     
 
-
-    
     
     /**
-     * @suppress
+     * Writes the session's state to `path`: the tokens it holds, their KV
+     * entries, the settings they were computed with and the conversation
+     * of the last chat prompt, tied to the model. The file is replaced
+     * atomically (a kill mid-save leaves the previous one). Returns its
+     * size in bytes. `Busy` while generating; `SessionState` if it cannot
+     * be written, `Gpu` for a model on the GPU (the session is unaffected
+     * either way). Blocking: call it off the UI thread.
      */
-    companion object
+    @Throws(TahException::class)override fun `saveState`(`path`: kotlin.String): kotlin.ULong {
+            return FfiConverterULong.lift(
+    callWithHandle {
+    uniffiRustCallWithError(TahException) { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_method_tahsession_save_state(
+        it,
+        
+        FfiConverterString.lower(`path`),_status)
+}
+    }
+    )
+    }
+    
+
+    
+
+    
+
+
+    
+    companion object {
+        
+    /**
+     * Restores a session saved with [`TahSession::save_state`] for `model`.
+     * A missing, truncated or corrupted file, one written by a newer
+     * version of the SDK, or one saved with another model or KV settings
+     * fails with `SessionState`; a model on the GPU with `Gpu` (saved
+     * sessions need the model on the CPU). Blocking (reads the file): call
+     * it off the UI thread.
+     */
+    @Throws(TahException::class) fun `restore`(`model`: TahModel, `path`: kotlin.String): TahSession {
+            return FfiConverterTypeTahSession.lift(
+    uniffiRustCallWithError(TahException) { _status ->
+    UniffiLib.uniffi_tah_ffi_fn_constructor_tahsession_restore(
+    
+        
+        FfiConverterTypeTahModel.lower(`model`),
+        FfiConverterString.lower(`path`),_status)
+}
+    )
+    }
+    
+
+        
+    }
     
 }
 
@@ -3160,7 +3417,7 @@ public object FfiConverterTypeGenerationResult: FfiConverterRustBuffer<Generatio
 data class ModelOptions (
     /**
      * Worker threads the model's tensor operations use (`null`/`nil`: one
-     * per core).
+     * per core). [`TahModel::set_threads`] changes it later.
      */
     var `threads`: kotlin.UInt? = null 
     , 
@@ -3302,6 +3559,11 @@ data class Stats (
      * Why a model asked for on the GPU ran on the CPU (`gpuFallback`).
      */
     var `deviceNotice`: kotlin.String?
+    , 
+    /**
+     * Compute threads the generation ran on.
+     */
+    var `threads`: kotlin.UInt
     
 ){
     
@@ -3331,6 +3593,7 @@ public object FfiConverterTypeStats: FfiConverterRustBuffer<Stats> {
             FfiConverterULong.read(buf),
             FfiConverterString.read(buf),
             FfiConverterOptionalString.read(buf),
+            FfiConverterUInt.read(buf),
         )
     }
 
@@ -3347,7 +3610,8 @@ public object FfiConverterTypeStats: FfiConverterRustBuffer<Stats> {
             FfiConverterUInt.allocationSize(value.`depth2KvEntries`) +
             FfiConverterULong.allocationSize(value.`peakKvBytes`) +
             FfiConverterString.allocationSize(value.`device`) +
-            FfiConverterOptionalString.allocationSize(value.`deviceNotice`)
+            FfiConverterOptionalString.allocationSize(value.`deviceNotice`) +
+            FfiConverterUInt.allocationSize(value.`threads`)
     )
 
     override fun write(value: Stats, buf: ByteBuffer) {
@@ -3364,6 +3628,7 @@ public object FfiConverterTypeStats: FfiConverterRustBuffer<Stats> {
             FfiConverterULong.write(value.`peakKvBytes`, buf)
             FfiConverterString.write(value.`device`, buf)
             FfiConverterOptionalString.write(value.`deviceNotice`, buf)
+            FfiConverterUInt.write(value.`threads`, buf)
     }
 }
 
@@ -3425,6 +3690,73 @@ public object FfiConverterTypeTokenEvent: FfiConverterRustBuffer<TokenEvent> {
             FfiConverterUInt.write(value.`tokenId`, buf)
             FfiConverterUInt.write(value.`depth`, buf)
             FfiConverterUInt.write(value.`index`, buf)
+    }
+}
+
+
+
+/**
+ * What a trim gave back, in bytes.
+ */
+data class TrimReport (
+    /**
+     * KV cache memory the idle sessions freed (entries and unused room).
+     */
+    var `kvCacheBytes`: kotlin.ULong
+    , 
+    /**
+     * Heap memory returned to the system, the freed KV caches' included
+     * (where the platform tells: Linux and Android measure the process's
+     * anonymous memory, Apple's allocator reports it).
+     */
+    var `heapBytes`: kotlin.ULong
+    , 
+    /**
+     * Mapped weight pages that left the process's resident set (they are
+     * read back from the model file when next used). On Apple platforms
+     * this counts the file's pages in memory, an upper bound.
+     */
+    var `weightBytes`: kotlin.ULong
+    , 
+    /**
+     * Memory returned to the system: `heap_bytes + weight_bytes`.
+     */
+    var `totalBytes`: kotlin.ULong
+    
+){
+    
+
+    
+
+    
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTrimReport: FfiConverterRustBuffer<TrimReport> {
+    override fun read(buf: ByteBuffer): TrimReport {
+        return TrimReport(
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+            FfiConverterULong.read(buf),
+        )
+    }
+
+    override fun allocationSize(value: TrimReport) = (
+            FfiConverterULong.allocationSize(value.`kvCacheBytes`) +
+            FfiConverterULong.allocationSize(value.`heapBytes`) +
+            FfiConverterULong.allocationSize(value.`weightBytes`) +
+            FfiConverterULong.allocationSize(value.`totalBytes`)
+    )
+
+    override fun write(value: TrimReport, buf: ByteBuffer) {
+            FfiConverterULong.write(value.`kvCacheBytes`, buf)
+            FfiConverterULong.write(value.`heapBytes`, buf)
+            FfiConverterULong.write(value.`weightBytes`, buf)
+            FfiConverterULong.write(value.`totalBytes`, buf)
     }
 }
 
@@ -3557,6 +3889,115 @@ public object FfiConverterTypeKvPrecision: FfiConverterRustBuffer<KvPrecision> {
 
     override fun write(value: KvPrecision, buf: ByteBuffer) {
         buf.putInt(value.ordinal + 1)
+    }
+}
+
+
+
+
+
+/**
+ * What [`crate::TahModel::load_from`] loads.
+ */
+sealed class ModelSource {
+    
+    /**
+     * A `.gguf` file or a checkpoint directory.
+     */
+    data class Path(
+        val `path`: kotlin.String) : ModelSource()
+        
+    {
+        
+
+        companion object
+    }
+    
+    /**
+     * A `.gguf` model stored in the `length` bytes at `offset` of the open
+     * file `fd`: on Android, an asset kept uncompressed in the APK
+     * (`androidResources { noCompress += "gguf" }`), through
+     * `assets.openFd(name)`: its `parcelFileDescriptor.fd`, `startOffset`
+     * and `length`. The bytes are mapped in place, not copied. The
+     * descriptor is duplicated, so the caller may close its own once the
+     * load returns. `offset` must keep the model's 4-byte alignment (the
+     * APK packer's, zipalign's, does). A descriptor that is not open or not
+     * a regular file, or a range outside the file, is `InvalidArgument`;
+     * a range that does not hold a model is `ModelLoad`.
+     */
+    data class Fd(
+        val `fd`: kotlin.Int, 
+        val `offset`: kotlin.ULong, 
+        val `length`: kotlin.ULong) : ModelSource()
+        
+    {
+        
+
+        companion object
+    }
+    
+
+    
+
+    
+    
+
+
+    companion object
+}
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeModelSource : FfiConverterRustBuffer<ModelSource>{
+    override fun read(buf: ByteBuffer): ModelSource {
+        return when(buf.getInt()) {
+            1 -> ModelSource.Path(
+                FfiConverterString.read(buf),
+                )
+            2 -> ModelSource.Fd(
+                FfiConverterInt.read(buf),
+                FfiConverterULong.read(buf),
+                FfiConverterULong.read(buf),
+                )
+            else -> throw RuntimeException("invalid enum value, something is very wrong!!")
+        }
+    }
+
+    override fun allocationSize(value: ModelSource): ULong = when(value) {
+        is ModelSource.Path -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterString.allocationSize(value.`path`)
+            )
+        }
+        is ModelSource.Fd -> {
+            // Add the size for the Int that specifies the variant plus the size needed for all fields
+            (
+                4UL
+                + FfiConverterInt.allocationSize(value.`fd`)
+                + FfiConverterULong.allocationSize(value.`offset`)
+                + FfiConverterULong.allocationSize(value.`length`)
+            )
+        }
+    }
+
+    override fun write(value: ModelSource, buf: ByteBuffer) {
+        when(value) {
+            is ModelSource.Path -> {
+                buf.putInt(1)
+                FfiConverterString.write(value.`path`, buf)
+                Unit
+            }
+            is ModelSource.Fd -> {
+                buf.putInt(2)
+                FfiConverterInt.write(value.`fd`, buf)
+                FfiConverterULong.write(value.`offset`, buf)
+                FfiConverterULong.write(value.`length`, buf)
+                Unit
+            }
+        }.let { /* this makes the `when` an expression, which ensures it is exhaustive */ }
     }
 }
 
@@ -3832,6 +4273,19 @@ sealed class TahException: kotlin.Exception() {
     }
     
     /**
+     * A saved session state could not be written or restored: the file is
+     * missing, truncated or corrupted, written by a newer SDK, or saved
+     * with another model or KV settings. The session involved is unchanged.
+     */
+    class SessionState(
+        
+        val `reason`: kotlin.String
+        ) : TahException() {
+        override val message
+            get() = "reason=${ `reason` }"
+    }
+    
+    /**
      * A bug: an engine panic, a tensor backend failure, or a foreign callback
      * that failed unexpectedly.
      */
@@ -3880,7 +4334,10 @@ public object FfiConverterTypeTahError : FfiConverterRustBuffer<TahException> {
             6 -> TahException.Gpu(
                 FfiConverterString.read(buf),
                 )
-            7 -> TahException.Internal(
+            7 -> TahException.SessionState(
+                FfiConverterString.read(buf),
+                )
+            8 -> TahException.Internal(
                 FfiConverterString.read(buf),
                 )
             else -> throw RuntimeException("invalid error enum value, something is very wrong!!")
@@ -3915,6 +4372,11 @@ public object FfiConverterTypeTahError : FfiConverterRustBuffer<TahException> {
                 + FfiConverterString.allocationSize(value.`reason`)
             )
             is TahException.Gpu -> (
+                // Add the size for the Int that specifies the variant plus the size needed for all fields
+                4UL
+                + FfiConverterString.allocationSize(value.`reason`)
+            )
+            is TahException.SessionState -> (
                 // Add the size for the Int that specifies the variant plus the size needed for all fields
                 4UL
                 + FfiConverterString.allocationSize(value.`reason`)
@@ -3959,8 +4421,13 @@ public object FfiConverterTypeTahError : FfiConverterRustBuffer<TahException> {
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
-            is TahException.Internal -> {
+            is TahException.SessionState -> {
                 buf.putInt(7)
+                FfiConverterString.write(value.`reason`, buf)
+                Unit
+            }
+            is TahException.Internal -> {
+                buf.putInt(8)
                 FfiConverterString.write(value.`reason`, buf)
                 Unit
             }
@@ -3968,6 +4435,56 @@ public object FfiConverterTypeTahError : FfiConverterRustBuffer<TahException> {
     }
 
 }
+
+
+
+/**
+ * How much [`TahModel::trim_memory`] gives back.
+ */
+
+enum class TrimLevel {
+    
+    /**
+     * Only what comes back unchanged at no cost but page faults: the KV
+     * caches' unused room, the allocator's free memory (buffers of past
+     * generations) and the mapped weights' resident pages. Android
+     * `TRIM_MEMORY_RUNNING_LOW`, `TRIM_MEMORY_UI_HIDDEN`.
+     */
+    MODERATE,
+    /**
+     * Also idle sessions' KV entries past their kept prefix (the system
+     * message of their last chat prompt): their next answer recomputes the
+     * conversation's prompt, like a fresh session. Android
+     * `TRIM_MEMORY_RUNNING_CRITICAL` and the background levels, iOS memory
+     * warnings.
+     */
+    CRITICAL;
+
+    
+
+
+    companion object
+}
+
+
+/**
+ * @suppress
+ */
+public object FfiConverterTypeTrimLevel: FfiConverterRustBuffer<TrimLevel> {
+    override fun read(buf: ByteBuffer) = try {
+        TrimLevel.values()[buf.getInt() - 1]
+    } catch (e: IndexOutOfBoundsException) {
+        throw RuntimeException("invalid enum value, something is very wrong!!", e)
+    }
+
+    override fun allocationSize(value: TrimLevel) = 4UL
+
+    override fun write(value: TrimLevel, buf: ByteBuffer) {
+        buf.putInt(value.ordinal + 1)
+    }
+}
+
+
 
 
 

@@ -43,6 +43,7 @@ import androidx.lifecycle.compose.collectAsStateWithLifecycle
 @Composable
 fun ChatScreen(app: AppController) {
     val state by app.chat.state.collectAsStateWithLifecycle()
+    val phone by app.phone.collectAsStateWithLifecycle()
     val list = rememberLazyListState()
     LaunchedEffect(state.entries.size, state.entries.lastOrNull()?.text?.length) {
         if (state.entries.isNotEmpty()) list.scrollToItem(state.entries.lastIndex)
@@ -50,7 +51,8 @@ fun ChatScreen(app: AppController) {
     Column(Modifier.padding(horizontal = 8.dp)) {
         DeviceSwitch(app, enabled = !state.generating)
         SettingsPanel(state.settings, enabled = !state.generating) { change -> app.chat.updateSettings(change) }
-        state.lastReport?.let { LatencyPanel(it) }
+        LatencyPanel(state.lastReport, phone)
+        state.notice?.let { Text(it, style = MaterialTheme.typography.labelSmall) }
         LazyColumn(Modifier.weight(1f).fillMaxWidth(), state = list) {
             items(state.entries, key = { it.id }) { Message(it) }
         }
@@ -128,6 +130,7 @@ private fun Message(entry: ChatEntry) {
             }
             is EntryStatus.Failed -> status.message
             EntryStatus.Interrupted -> "interrupted"
+            EntryStatus.Restored -> "restored"
             EntryStatus.Sent -> null
         }
         note?.let { Text(it, style = MaterialTheme.typography.labelSmall) }

@@ -60,8 +60,8 @@ private fun ModelBar(viewModel: SampleViewModel) {
             importError != null -> importError!!
             else -> when (val m = model) {
                 ModelState.Empty -> "No model: open a .gguf file"
-                is ModelState.Loading -> "Loading ${m.path.substringAfterLast('/')}…"
-                is ModelState.Ready -> "${m.path.substringAfterLast('/')} · ${m.contextLength} ctx · " +
+                is ModelState.Loading -> "Loading ${m.name}…"
+                is ModelState.Ready -> "${m.name} · ${m.contextLength} ctx · " +
                     "load ${"%.0f".format(m.loadWallMs)} ms · ${m.deviceName}" + (m.deviceNotice?.let { " ($it)" } ?: "")
                 is ModelState.Failed -> m.message
             }
