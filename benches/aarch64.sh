@@ -17,14 +17,21 @@
 # tensors). Under emulation a 0.6B model runs at well under a token per
 # second, so the whole script takes a few hours; the builds are reused.
 #
-#   benches/aarch64.sh [--work DIR]      (default DIR: target/bench-aarch64)
+#   benches/aarch64.sh [--work DIR] [--reuse-llama]
+#
+# DIR defaults to target/bench-aarch64. --reuse-llama takes llama.cpp's
+# counts from DIR's previous run (same llama-bench build, same file: the
+# counts are deterministic) and measures only tah, in about a third of the
+# time.
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 WORK=$ROOT/target/bench-aarch64
+REUSE_LLAMA=0
 while [ $# -gt 0 ]; do
     case $1 in
         --work) WORK=$2; shift 2 ;;
-        *) echo "usage: $0 [--work DIR]" >&2; exit 2 ;;
+        --reuse-llama) REUSE_LLAMA=1; shift ;;
+        *) echo "usage: $0 [--work DIR] [--reuse-llama]" >&2; exit 2 ;;
     esac
 done
 mkdir -p "$WORK"
@@ -88,6 +95,10 @@ BASE=$WORK/qwen3-0.6b-q4_k-base.gguf
 count() {
     local name=$1
     shift
+    if [ "$REUSE_LLAMA" = 1 ] && [[ $name == llama-* ]] && [ -s "$WORK/$name.insns" ]; then
+        awk '{print $2}' "$WORK/$name.insns"
+        return
+    fi
     rm -f "$WORK/$name.insns"
     INSN_OUT=$WORK/$name.insns qemu-aarch64 -L "$SYSROOT" -cpu "$CPU" \
         -plugin "$WORK/libinsn.so" "$@" >"$WORK/$name.out" 2>"$WORK/$name.err"
@@ -97,6 +108,10 @@ count() {
 rss() {
     local name=$1
     shift
+    if [ "$REUSE_LLAMA" = 1 ] && [[ $name == llama-* ]] && [ -s "$WORK/$name.rss" ]; then
+        cat "$WORK/$name.rss"
+        return
+    fi
     /usr/bin/time -f %M -o "$WORK/$name.rss" qemu-aarch64 -L "$SYSROOT" -cpu "$CPU" "$@" \
         >/dev/null 2>"$WORK/$name.rss.err"
     cat "$WORK/$name.rss"

@@ -309,15 +309,14 @@ fn with_valid_checksums(data: &[u8]) -> Vec<u8> {
     let mut at = 12;
     while at + 12 <= out.len() {
         let len = u64::from_le_bytes(out[at + 4..at + 12].try_into().unwrap_or_default());
+        // `end + 4` within the input (a huge length must not wrap around).
         let Some(end) = usize::try_from(len)
             .ok()
             .and_then(|l| (at + 12).checked_add(l))
+            .filter(|end| end.checked_add(4).is_some_and(|e| e <= out.len()))
         else {
             break;
         };
-        if end + 4 > out.len() {
-            break;
-        }
         let crc = crc32(&out[at..end]);
         out[end..end + 4].copy_from_slice(&crc.to_le_bytes());
         at = end + 4;

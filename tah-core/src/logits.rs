@@ -52,21 +52,28 @@ impl TopK {
         if self.k == 0 {
             return;
         }
-        let mut at = 0;
-        while at < values.len() {
-            let run = &values[at..values.len().min(at + RUN)];
+        let runs = values.chunks_exact(RUN);
+        let tail = runs.remainder();
+        for (r, run) in runs.enumerate() {
             // Every value strictly below the smallest kept one is out (a
             // tie may still enter on its lower id, NaN orders above all).
+            // A run of fixed length compiles to a few vector compares.
             let skip = self.heap.len() == self.k
                 && self.heap.peek().is_some_and(|Reverse(min)| {
-                    run.iter().fold(true, |below, &v| below & (v < min.0))
+                    run[..RUN]
+                        .iter()
+                        .fold(true, |below, &v| below & (v < min.0))
                 });
             if !skip {
-                for (id, &v) in (first_id + at..).zip(run) {
-                    self.offer(Scored(v, id as u32));
-                }
+                self.offer_all(first_id + r * RUN, run);
             }
-            at += run.len();
+        }
+        self.offer_all(first_id + values.len() - tail.len(), tail);
+    }
+
+    fn offer_all(&mut self, first_id: usize, values: &[f32]) {
+        for (id, &v) in (first_id..).zip(values) {
+            self.offer(Scored(v, id as u32));
         }
     }
 

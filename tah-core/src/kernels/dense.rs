@@ -13,6 +13,8 @@ use crate::error::{Error, Result};
 
 /// Up to this many input rows use the dot-product path.
 pub(crate) const FEW_ROWS: usize = 4;
+/// Weight rows up to this long take [`super::narrow_matvec`].
+const NARROW_ROWS: usize = 32;
 /// Output columns per parallel task.
 const COLUMNS_PER_TASK: usize = 256;
 
@@ -20,6 +22,11 @@ const COLUMNS_PER_TASK: usize = 256;
 pub(crate) trait WeightRows: Sync {
     /// Row `j`, borrowed or written into `scratch` (`in` floats).
     fn row<'a>(&'a self, j: usize, scratch: &'a mut [f32]) -> Result<&'a [f32]>;
+
+    /// Every row at once, when they lie contiguous in memory.
+    fn contiguous(&self) -> Option<&[f32]> {
+        None
+    }
 }
 
 /// A row-major f32 matrix in memory.
@@ -33,6 +40,10 @@ impl WeightRows for DenseRows<'_> {
         self.data
             .get(j * self.in_dim..(j + 1) * self.in_dim)
             .ok_or_else(|| Error::InvalidArgument(format!("weight row {j} out of its storage")))
+    }
+
+    fn contiguous(&self) -> Option<&[f32]> {
+        Some(self.data)
     }
 }
 
@@ -109,6 +120,16 @@ pub(crate) fn few_rows_matmul_t_into(
             x.len(),
             out.len()
         )));
+    }
+    // Short rows (LoRA `B`, `[out, r]`): the whole product is a few
+    // multiplies per output, less than a parallel task's set-up.
+    if (1..=NARROW_ROWS).contains(&in_dim) {
+        if let Some(data) = weight.contiguous().filter(|d| d.len() >= out_dim * in_dim) {
+            for (x_row, out_row) in x.chunks_exact(in_dim).zip(out.chunks_exact_mut(out_dim)) {
+                super::narrow_matvec(x_row, data, out_row);
+            }
+            return Ok(());
+        }
     }
     // Each task owns a block of output columns (all rows), written in place;
     // weight rows four at a time, so each input value is loaded once per
@@ -282,18 +303,22 @@ mod tests {
         }
     }
 
+    /// Long rows (tasks of dot products) and short ones (LoRA `B`: the
+    /// narrow kernel, or its fallback for widths it does not take).
     #[test]
     fn few_rows_path_equals_gemm() {
-        let x = Tensor::randn(0f32, 1.0, (3, 70), &Device::Cpu).unwrap();
-        let w = Tensor::randn(0f32, 1.0, (1000, 70), &Device::Cpu).unwrap();
-        let fast = dense_matmul_t(&x, &w).unwrap();
-        let reference = x.matmul(&w.t().unwrap()).unwrap();
-        let diff = (fast - reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-4);
+        for in_dim in [70, 16, 12, 7] {
+            let x = Tensor::randn(0f32, 1.0, (3, in_dim), &Device::Cpu).unwrap();
+            let w = Tensor::randn(0f32, 1.0, (1001, in_dim), &Device::Cpu).unwrap();
+            let fast = dense_matmul_t(&x, &w).unwrap();
+            let reference = x.matmul(&w.t().unwrap()).unwrap();
+            let diff = (fast - reference)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap();
+            assert!(diff.to_scalar::<f32>().unwrap() < 1e-4, "in_dim {in_dim}");
+        }
     }
 }

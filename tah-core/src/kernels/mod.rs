@@ -177,6 +177,18 @@ pub fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
     portable::dot4(x, w)
 }
 
+/// `out[j] = x · w[j]` for the rows of `w`, a contiguous `[out.len(),
+/// x.len()]` matrix with short rows (a LoRA `B`, `[out, r]`): per row the
+/// work is a few multiplies, so a kernel that keeps `x` in registers and
+/// reduces four rows at once beats a dot product call per row.
+pub fn narrow_matvec(x: &[f32], w: &[f32], out: &mut [f32]) {
+    #[cfg(target_arch = "aarch64")]
+    if aarch64::narrow_matvec(x, w, out) {
+        return;
+    }
+    portable::narrow_matvec(x, w, out)
+}
+
 /// Whole blocks of `dtype` in `bytes` dequantized into `out`. Returns false
 /// (writing nothing) when `dtype` has no fast row decoder here or the sizes
 /// disagree.
@@ -248,6 +260,37 @@ pub(crate) fn test_values(len: usize, seed: u32) -> Vec<f32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Every width (the NEON kernel's multiples of 4 up to 32, and the
+    /// fallback beyond), odd row counts; a perturbed weight is seen.
+    #[test]
+    fn narrow_matvec_matches_the_reference() {
+        for k in [4, 8, 12, 16, 20, 32, 6, 36] {
+            for rows in [1, 3, 4, 7, 13] {
+                let x = test_values(k, 11);
+                let mut w = test_values(rows * k, 5);
+                let reference: Vec<f32> = w
+                    .chunks_exact(k)
+                    .map(|row| {
+                        let sum: f64 = row.iter().zip(&x).map(|(a, b)| f64::from(a * b)).sum();
+                        sum as f32
+                    })
+                    .collect();
+                let mut out = vec![f32::NAN; rows];
+                narrow_matvec(&x, &w, &mut out);
+                for (o, r) in out.iter().zip(&reference) {
+                    assert!((o - r).abs() < 1e-5, "k {k}, rows {rows}: {o} vs {r}");
+                }
+                let last = rows * k - 1;
+                w[last] += 1.0;
+                narrow_matvec(&x, &w, &mut out);
+                assert!(
+                    (out[rows - 1] - reference[rows - 1] - x[k - 1]).abs() < 1e-5,
+                    "k {k}, rows {rows}: the last weight was not read"
+                );
+            }
+        }
+    }
 
     /// Under `TAH_EXPECT_TIER` (set by scripts/test-aarch64.sh for each
     /// emulated CPU) the detected tier must be the one that CPU has: a

@@ -14,6 +14,13 @@ const WEIGHT_ROWS_PER_TASK: usize = 256;
 /// a little faster than 2 and 4 for the Q6_K LM head in decode on x86-64).
 const PREFETCH_ROWS_AHEAD: usize = 8;
 
+/// [`super::narrow_matvec`]: a dot product per row.
+pub fn narrow_matvec(x: &[f32], w: &[f32], out: &mut [f32]) {
+    for (o, row) in out.iter_mut().zip(w.chunks_exact(x.len().max(1))) {
+        *o = dot(x, row);
+    }
+}
+
 /// Sixteen independent accumulators: the compiler maps them onto SIMD lanes.
 #[inline(always)]
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {

@@ -90,6 +90,48 @@ pub fn dot4(x: &[f32], w: [&[f32]; 4]) -> [f32; 4] {
     sums
 }
 
+/// Longest row [`narrow_matvec`] keeps in registers (eight vectors).
+const NARROW_MAX: usize = 32;
+
+/// [`super::narrow_matvec`] on NEON for rows of a multiple of 4 values up
+/// to [`NARROW_MAX`]: `x` stays in registers, four rows are reduced into one
+/// vector with pairwise adds and stored at once. Returns false (writing
+/// nothing) for other widths.
+pub fn narrow_matvec(x: &[f32], w: &[f32], out: &mut [f32]) -> bool {
+    let k = x.len();
+    if k == 0 || k % 4 != 0 || k > NARROW_MAX || w.len() < out.len() * k {
+        return false;
+    }
+    let quads = k / 4;
+    // SAFETY: NEON is the AArch64 baseline; `x` holds `quads` vectors, `w`
+    // holds `out.len()` rows of `k` values (checked above), and each store
+    // writes four values below `out.len()`.
+    unsafe {
+        let mut xs = [vdupq_n_f32(0.0); NARROW_MAX / 4];
+        for (q, v) in xs.iter_mut().enumerate().take(quads) {
+            *v = vld1q_f32(x.as_ptr().add(4 * q));
+        }
+        let row_sum = |row: *const f32| {
+            let mut acc = vmulq_f32(xs[0], vld1q_f32(row));
+            for (q, v) in xs.iter().enumerate().take(quads).skip(1) {
+                acc = vfmaq_f32(acc, *v, vld1q_f32(row.add(4 * q)));
+            }
+            acc
+        };
+        let body = out.len() - out.len() % 4;
+        for j in (0..body).step_by(4) {
+            let row = w.as_ptr().add(j * k);
+            let [a, b, c, d] = [0, 1, 2, 3].map(|r| row_sum(row.add(r * k)));
+            let sums = vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d));
+            vst1q_f32(out.as_mut_ptr().add(j), sums);
+        }
+        for j in body..out.len() {
+            out[j] = vaddvq_f32(row_sum(w.as_ptr().add(j * k)));
+        }
+    }
+    true
+}
+
 /// [`super::widen_f16_rows`] for `head_dim` a multiple of 4: `fcvtl`.
 pub fn widen_f16_rows(
     src: &[half::f16],
