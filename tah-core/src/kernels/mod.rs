@@ -292,10 +292,6 @@ mod tests {
         }
     }
 
-    /// Under `TAH_EXPECT_TIER` (set by scripts/test-aarch64.sh for each
-    /// emulated CPU) the detected tier must be the one that CPU has: a
-    /// detection that silently fell back, or used an instruction the CPU
-    /// lacks, fails here.
     /// The tier the CPU should get, from a source other than the detection
     /// under test: `TAH_EXPECT_TIER` (the qemu runs, whose /proc/cpuinfo is
     /// the host's), else on x86-64 Linux the kernel's CPU flags.
@@ -323,6 +319,9 @@ mod tests {
         Some(tier.name().to_string())
     }
 
+    /// The detected tier must be the one the CPU has ([`expected_tier`]):
+    /// a detection that silently fell back, or used an instruction the CPU
+    /// lacks, fails here.
     #[test]
     fn the_detected_tier_is_the_cpus() {
         let tier = detected();

@@ -99,7 +99,7 @@ const NARROW_MAX: usize = 32;
 /// nothing) for other widths.
 pub fn narrow_matvec(x: &[f32], w: &[f32], out: &mut [f32]) -> bool {
     let k = x.len();
-    if k == 0 || k % 4 != 0 || k > NARROW_MAX || w.len() < out.len() * k {
+    if k == 0 || !k.is_multiple_of(4) || k > NARROW_MAX || w.len() < out.len() * k {
         return false;
     }
     let quads = k / 4;
@@ -125,8 +125,8 @@ pub fn narrow_matvec(x: &[f32], w: &[f32], out: &mut [f32]) -> bool {
             let sums = vpaddq_f32(vpaddq_f32(a, b), vpaddq_f32(c, d));
             vst1q_f32(out.as_mut_ptr().add(j), sums);
         }
-        for j in body..out.len() {
-            out[j] = vaddvq_f32(row_sum(w.as_ptr().add(j * k)));
+        for (j, o) in out.iter_mut().enumerate().skip(body) {
+            *o = vaddvq_f32(row_sum(w.as_ptr().add(j * k)));
         }
     }
     true
