@@ -35,6 +35,19 @@ fn ten_thousand_tokens_through_a_full_context_keep_memory_flat() {
         ..Default::default()
     };
     let model = Arc::new(TahModel::load(&fixture_dir().join("tiny-d2-a"), &options).unwrap());
+    // One compute thread: glibc gives each thread that allocates its own
+    // malloc arena and keeps each arena's high-water mark, so with several
+    // workers the RSS jumps (~20 MiB here) the first time another worker
+    // serves a full context, which may come at any turn (a CI run saw it
+    // after the warm-up). With one worker the measure is the session's own.
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    pool.install(|| converse(model, target_tokens, context));
+}
+
+fn converse(model: Arc<TahModel>, target_tokens: usize, context: usize) {
     let mut session = TahSession::new(model);
     let config = GenerationConfig {
         seed: Some(1),
@@ -70,11 +83,7 @@ fn ten_thousand_tokens_through_a_full_context_keep_memory_flat() {
                 overflowed += 1;
                 session.reset();
                 // Warm-up: two contexts filled (the KV cache at full size,
-                // thread pools and allocator arenas up). Forward passes run
-                // on the pool's workers, each with its own malloc arena that
-                // keeps its high-water mark: with two workers, the second
-                // arena grows (~20 MiB here) the first time that worker
-                // serves a full context, usually during the second one.
+                // the allocator's arena at its high-water mark).
                 if overflowed == 2 {
                     rss_after_warmup = Some(rss_kib());
                 }
