@@ -22,6 +22,7 @@ macro_rules! shader {
 const COMMON: &str = shader!("common");
 const WEIGHTS: &str = shader!("weights");
 const TOPK: &str = shader!("topk_common");
+const WORKGROUP_SUM: &str = shader!("workgroup_sum");
 
 /// Words of one row's top-k state (`topk_common.wgsl`).
 pub const TOPK_STATE_WORDS: usize = 264;
@@ -230,9 +231,9 @@ impl Kernel {
     /// The WGSL module: `common.wgsl`, snippets, the kernel.
     pub fn source(self) -> String {
         let parts: Vec<&str> = match self {
-            Kernel::RmsNorm => vec![shader!("rms_norm")],
-            Kernel::QkNormRope => vec![shader!("qk_norm_rope")],
-            Kernel::LayerNorm => vec![shader!("layer_norm")],
+            Kernel::RmsNorm => vec![WORKGROUP_SUM, shader!("rms_norm")],
+            Kernel::QkNormRope => vec![WORKGROUP_SUM, shader!("qk_norm_rope")],
+            Kernel::LayerNorm => vec![WORKGROUP_SUM, shader!("layer_norm")],
             Kernel::SiluMul => vec![shader!("silu_mul")],
             Kernel::Gelu => vec![shader!("gelu")],
             Kernel::AddBias => vec![shader!("add_bias")],

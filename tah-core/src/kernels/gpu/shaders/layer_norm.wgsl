@@ -16,22 +16,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> wb: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-var<workgroup> partial: array<f32, 64>;
-
-fn reduce_sum(t: u32, value: f32) -> f32 {
-    partial[t] = value;
-    workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride /= 2u) {
-        if (t < stride) {
-            partial[t] += partial[t + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
-    workgroupBarrier();
-    return total;
-}
-
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) group_id: vec3<u32>,
@@ -47,13 +31,13 @@ fn main(
     for (var c = t; c < p.width; c += 64u) {
         sum += x[src + c];
     }
-    let mean = reduce_sum(t, sum) / f32(p.width);
+    let mean = workgroup_sum(t, sum) / f32(p.width);
     var squares = 0.0;
     for (var c = t; c < p.width; c += 64u) {
         let d = x[src + c] - mean;
         squares += d * d;
     }
-    let inv_std = 1.0 / sqrt(reduce_sum(t, squares) / f32(p.width) + p.eps);
+    let inv_std = 1.0 / sqrt(workgroup_sum(t, squares) / f32(p.width) + p.eps);
     let dst = p.y_offset + row * p.y_stride;
     for (var c = t; c < p.width; c += 64u) {
         y[dst + c] = (x[src + c] - mean) * inv_std * wb[c] + wb[p.width + c];

@@ -14,8 +14,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read> rope: array<f32>;
 
-var<workgroup> partial: array<f32, 64>;
-
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) group_id: vec3<u32>,
@@ -33,15 +31,7 @@ fn main(
         let v = x[base + c];
         sum += v * v;
     }
-    partial[t] = sum;
-    workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride /= 2u) {
-        if (t < stride) {
-            partial[t] += partial[t + stride];
-        }
-        workgroupBarrier();
-    }
-    let rms = sqrt(partial[0] / f32(p.head_dim) + p.eps);
+    let rms = sqrt(workgroup_sum(t, sum) / f32(p.head_dim) + p.eps);
     let token = row / p.heads;
     for (var j = t; j < half; j += 64u) {
         let a = x[base + j] / rms * weight[j];

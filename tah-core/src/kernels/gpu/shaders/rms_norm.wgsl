@@ -16,8 +16,6 @@ struct Params {
 @group(0) @binding(2) var<storage, read> weight: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y: array<f32>;
 
-var<workgroup> partial: array<f32, 64>;
-
 @compute @workgroup_size(64)
 fn main(
     @builtin(workgroup_id) group_id: vec3<u32>,
@@ -34,15 +32,7 @@ fn main(
         let v = x[src + c];
         sum += v * v;
     }
-    partial[t] = sum;
-    workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride /= 2u) {
-        if (t < stride) {
-            partial[t] += partial[t + stride];
-        }
-        workgroupBarrier();
-    }
-    let rms = sqrt(partial[0] / f32(p.width) + p.eps);
+    let rms = sqrt(workgroup_sum(t, sum) / f32(p.width) + p.eps);
     let dst = p.y_offset + row * p.y_stride;
     for (var c = t; c < p.width; c += 64u) {
         y[dst + c] = x[src + c] / rms * weight[c];
