@@ -108,11 +108,11 @@ fn generate_answers_every_kind() {
             wrong.push(format!("{question} -> {output}"));
         }
     }
-    // The shipped model gets 10 of the 12 (models/README: a 4-digit
-    // subtraction with borrows and the first word problem are wrong); a
-    // model that lost its training gets none.
+    // The shipped model gets 11 of the 12 (models/README: the first word
+    // problem, whose small numbers look like a multiplication problem's, is
+    // wrong); a model that lost its training gets none.
     assert!(
-        wrong.len() <= 2,
+        wrong.len() <= 1,
         "{} wrong answers:\n{}",
         wrong.len(),
         wrong.join("\n---\n")
@@ -131,19 +131,19 @@ fn chat_answers_later_questions_as_well_as_the_first() {
         .zip(["5", "378", "2818", "182 r 4"])
         .filter(|(a, b)| **a == *b)
         .count();
-    // The shipped model: 3 of 4 (its 4096 - 1278 is wrong here as alone).
-    assert!(right >= 3, "{right} of 4 right:\n{output}");
+    // The shipped model: 4 of 4.
+    assert_eq!(right, 4, "{right} of 4 right:\n{output}");
 }
 
 #[test]
 fn eval_without_model_reports_every_kind() {
     // The curriculum split (models/README): every kind and chats. The
-    // shipped model scores ~93% on it; one that no longer loads right or
-    // lost its training, ~0%.
+    // shipped model scores ~99% on it (all of these 60 items); one that no
+    // longer loads right or lost its training, ~0%.
     let (table, rows) = eval_default("60");
     for (correct, questions) in rows {
         assert!(
-            correct * 10 >= questions * 8,
+            correct * 20 >= questions * 19,
             "{correct}/{questions}:\n{table}"
         );
     }

@@ -36,7 +36,7 @@ pub struct Recipe {
     pub stage2: Schedule,
     pub decider_batch: usize,
     /// Decider thresholds tried on the validation split (bf16-exact); the
-    /// most accurate one is shipped (ties: the fewest passes).
+    /// most accurate one is shipped (ties: `pick_threshold`).
     pub threshold_candidates: Vec<f32>,
     pub max_new_tokens: usize,
 }
@@ -78,8 +78,8 @@ impl Recipe {
             normalize_input: true,
             threshold: 0.5,
         };
-        let steps = 3000;
-        let stage1_from = 1800;
+        let steps = 3400;
+        let stage1_from = 2040;
         Recipe {
             net,
             decider,
@@ -100,7 +100,7 @@ impl Recipe {
                 items_per_step: 24,
                 max_tokens: 2048,
                 no_think: 0.1,
-                kind_weights: [1.0, 1.0, 1.5, 1.5, 1.5, 1.0],
+                kind_weights: [1.0, 2.0, 1.5, 1.5, 1.5, 1.0],
                 oracle: Oracle {
                     min_prob: 0.9,
                     easy_share: 0.05,
@@ -301,15 +301,26 @@ fn measure(
     Ok(r)
 }
 
-/// The candidate with the best validation accuracy (ties: fewest passes).
-fn pick_threshold(sweep: &[ModeResult]) -> anyhow::Result<f32> {
+/// The candidate with the best validation accuracy. Ties go to the share of
+/// hard tokens closest to `oracle_hard`, the share the decider was trained
+/// to predict (then to the fewest passes): breaking them by passes alone
+/// picks a threshold at which the decider never fires whenever the second
+/// pass changes no validation answer.
+fn pick_threshold(sweep: &[ModeResult], oracle_hard: f64) -> anyhow::Result<f32> {
+    let best = sweep
+        .iter()
+        .map(ModeResult::accuracy)
+        .max_by(f64::total_cmp)
+        .ok_or_else(|| anyhow::anyhow!("no threshold candidates"))?;
+    let off_oracle = |r: &ModeResult| (r.summary.hard_fraction() - oracle_hard).abs();
     sweep
         .iter()
-        .max_by(|a, b| {
-            a.accuracy().total_cmp(&b.accuracy()).then(
-                b.summary
+        .filter(|r| r.accuracy() == best)
+        .min_by(|a, b| {
+            off_oracle(a).total_cmp(&off_oracle(b)).then(
+                a.summary
                     .passes_per_token()
-                    .total_cmp(&a.summary.passes_per_token()),
+                    .total_cmp(&b.summary.passes_per_token()),
             )
         })
         .and_then(|r| r.threshold)
@@ -412,7 +423,8 @@ pub fn run(recipe: &Recipe, out: &Path) -> anyhow::Result<Results> {
             })
             .collect::<anyhow::Result<Vec<_>>>()?
     };
-    decider.cfg.threshold = pick_threshold(&threshold_sweep)?;
+    let oracle_hard = decider_score(&decider, &val_feat, 0.5)?.oracle_hard;
+    decider.cfg.threshold = pick_threshold(&threshold_sweep, oracle_hard)?;
     let score = decider_score(&decider, &val_feat, decider.cfg.threshold)?;
     eprintln!("decider: {score:?}");
     clock.lap("threshold");

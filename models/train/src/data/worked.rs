@@ -1,8 +1,8 @@
 //! Worked solutions in the column methods pupils learn, one short line per
 //! step. Every operation is a block: its set-up line (`347+589`), the column
 //! steps, right to left, and its result line (`347+589=936`); carries and
-//! borrows are written out (`7+9=16, carry 1`, `12-8=4, borrow 1`) and
-//! taken back in the next column's step (`4+8+1=13`, `13-7-1=5`). Long
+//! borrows are written out (`7+9=16, carry 1`, `2-8, borrow: 12-8=4`) and
+//! taken back in the next column's step (`4+8+1=13`, `5-2-1=2`). Long
 //! multiplication is one row of steps per digit of the bottom number, then
 //! the column addition of the partial products; long division is one
 //! divide-multiply-subtract step per digit of the dividend, the remainder
@@ -123,7 +123,9 @@ fn addition(a: u64, b: u64) -> Worked {
     block(Op::Add, a, b, steps, Answer::whole(a + b))
 }
 
-/// Right to left: `12-8=4, borrow 1`, `13-7-1=5, borrow 1`, `5-2-1=2`.
+/// Right to left, each column's digits first and then, when the top one is
+/// too small, the borrow, so the choice is made next to the digits it
+/// depends on: `2-8, borrow: 12-8=4`, `3-7-1, borrow: 13-7-1=5`, `5-2-1=2`.
 fn subtraction(a: u64, b: u64) -> Worked {
     assert!(a >= b, "{a} - {b} would be negative");
     let w = width(a);
@@ -132,16 +134,20 @@ fn subtraction(a: u64, b: u64) -> Worked {
     let mut steps = Vec::with_capacity(w);
     for i in 0..w {
         let need = db[i] + borrow;
-        let top = if da[i] < need { da[i] + 10 } else { da[i] };
-        let mut line = format!("{top}-{}", db[i]);
-        if borrow > 0 {
-            line += &format!("-{borrow}");
-        }
-        line += &format!("={}", top - need);
-        borrow = u64::from(top > da[i]);
-        if borrow > 0 {
-            line += ", borrow 1";
-        }
+        let taken = if borrow > 0 { "-1" } else { "" };
+        let line = if da[i] < need {
+            let top = da[i] + 10;
+            format!(
+                "{}-{}{taken}, borrow: {top}-{}{taken}={}",
+                da[i],
+                db[i],
+                db[i],
+                top - need
+            )
+        } else {
+            format!("{}-{}{taken}={}", da[i], db[i], da[i] - need)
+        };
+        borrow = u64::from(da[i] < need);
         steps.push(line);
     }
     block(Op::Sub, a, b, steps, Answer::whole(a - b))
@@ -247,13 +253,13 @@ mod tests {
     fn subtraction_borrows() {
         assert_eq!(
             text(&work(Op::Sub, 532, 278)),
-            "532-278\n12-8=4, borrow 1\n13-7-1=5, borrow 1\n5-2-1=2\n\
+            "532-278\n2-8, borrow: 12-8=4\n3-7-1, borrow: 13-7-1=5\n5-2-1=2\n\
              532-278=254"
         );
         assert_eq!(
             text(&work(Op::Sub, 1000, 1)),
-            "1000-1\n10-1=9, borrow 1\n10-0-1=9, borrow 1\n\
-             10-0-1=9, borrow 1\n1-0-1=0\n1000-1=999"
+            "1000-1\n0-1, borrow: 10-1=9\n0-0-1, borrow: 10-0-1=9\n\
+             0-0-1, borrow: 10-0-1=9\n1-0-1=0\n1000-1=999"
         );
         assert_eq!(text(&work(Op::Sub, 9, 4)), "9-4=5");
     }
