@@ -22,7 +22,7 @@ macro_rules! shader {
 const COMMON: &str = shader!("common");
 const WEIGHTS: &str = shader!("weights");
 const TOPK: &str = shader!("topk_common");
-const WORKGROUP_SUM: &str = shader!("workgroup_sum");
+const WORKGROUP_REDUCE: &str = shader!("workgroup_reduce");
 
 /// Words of one row's top-k state (`topk_common.wgsl`).
 pub const TOPK_STATE_WORDS: usize = 264;
@@ -231,14 +231,14 @@ impl Kernel {
     /// The WGSL module: `common.wgsl`, snippets, the kernel.
     pub fn source(self) -> String {
         let parts: Vec<&str> = match self {
-            Kernel::RmsNorm => vec![WORKGROUP_SUM, shader!("rms_norm")],
-            Kernel::QkNormRope => vec![WORKGROUP_SUM, shader!("qk_norm_rope")],
-            Kernel::LayerNorm => vec![WORKGROUP_SUM, shader!("layer_norm")],
+            Kernel::RmsNorm => vec![WORKGROUP_REDUCE, shader!("rms_norm")],
+            Kernel::QkNormRope => vec![WORKGROUP_REDUCE, shader!("qk_norm_rope")],
+            Kernel::LayerNorm => vec![WORKGROUP_REDUCE, shader!("layer_norm")],
             Kernel::SiluMul => vec![shader!("silu_mul")],
             Kernel::Gelu => vec![shader!("gelu")],
             Kernel::AddBias => vec![shader!("add_bias")],
             Kernel::CopyRows => vec![shader!("copy_rows")],
-            Kernel::SoftmaxRows => vec![shader!("softmax_rows")],
+            Kernel::SoftmaxRows => vec![WORKGROUP_REDUCE, shader!("softmax_rows")],
             Kernel::CheckFinite => vec![shader!("check_finite")],
             Kernel::Fill => vec![shader!("fill")],
             Kernel::AttendFinish => vec![shader!("attend_finish")],

@@ -1,5 +1,5 @@
 // Softmax of rows in place (the decider's normalized top-k logits). One
-// workgroup per row.
+// workgroup per row (workgroup_reduce.wgsl is prepended).
 
 struct Params {
     rows: u32,
@@ -10,8 +10,6 @@ struct Params {
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> x: array<f32>;
-
-var<workgroup> partial: array<f32, 64>;
 
 @compute @workgroup_size(64)
 fn main(
@@ -28,31 +26,14 @@ fn main(
     for (var c = t; c < p.cols; c += 64u) {
         m = max(m, x[base + c]);
     }
-    partial[t] = m;
-    workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride /= 2u) {
-        if (t < stride) {
-            partial[t] = max(partial[t], partial[t + stride]);
-        }
-        workgroupBarrier();
-    }
-    let row_max = partial[0];
-    workgroupBarrier();
+    let row_max = workgroup_max(t, m);
     var sum = 0.0;
     for (var c = t; c < p.cols; c += 64u) {
         let e = exp(x[base + c] - row_max);
         x[base + c] = e;
         sum += e;
     }
-    partial[t] = sum;
-    workgroupBarrier();
-    for (var stride = 32u; stride > 0u; stride /= 2u) {
-        if (t < stride) {
-            partial[t] += partial[t + stride];
-        }
-        workgroupBarrier();
-    }
-    let total = partial[0];
+    let total = workgroup_sum(t, sum);
     for (var c = t; c < p.cols; c += 64u) {
         x[base + c] = x[base + c] / total;
     }
