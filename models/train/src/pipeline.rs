@@ -513,3 +513,46 @@ pub fn run(recipe: &Recipe, out: &Path) -> anyhow::Result<Results> {
     )?;
     Ok(results)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tah_core::eval::{EvalSummary, Tally};
+
+    /// A sweep row: `correct` of 100 questions, `hard` of 10,000 tokens.
+    fn row(threshold: f32, correct: usize, hard: usize) -> ModeResult {
+        ModeResult {
+            model: "tah".into(),
+            mode: "decider".into(),
+            threshold: Some(threshold),
+            summary: EvalSummary {
+                all: Tally {
+                    questions: 100,
+                    correct,
+                },
+                tokens: 10_000,
+                passes: 10_000 + hard,
+                hard_tokens: hard,
+                ..Default::default()
+            },
+        }
+    }
+
+    #[test]
+    fn threshold_ties_go_to_the_oracle_share() {
+        // 0.5 is less accurate; of the tied rest, 0.9375 calls 0.4% hard,
+        // nearest the oracle's 0.5%; 1.0 (never fires) would win on passes.
+        let sweep = [
+            row(0.5, 90, 600),
+            row(0.875, 95, 1_000),
+            row(0.9375, 95, 40),
+            row(1.0, 95, 0),
+        ];
+        assert_eq!(pick_threshold(&sweep, 0.005).unwrap(), 0.9375);
+        // With the oracle calling nothing hard, the fewest passes win.
+        assert_eq!(pick_threshold(&sweep, 0.0).unwrap(), 1.0);
+        // Accuracy comes first.
+        assert_eq!(pick_threshold(&sweep[..1], 0.005).unwrap(), 0.5);
+        assert!(pick_threshold(&[], 0.005).is_err());
+    }
+}
