@@ -137,6 +137,14 @@ pub struct Features {
     pub labels: Vec<bool>,
 }
 
+impl Features {
+    /// The share of tokens the oracle calls hard.
+    pub fn oracle_hard(&self) -> f64 {
+        let hard = self.labels.iter().filter(|&&l| l).count();
+        hard as f64 / self.labels.len().max(1) as f64
+    }
+}
+
 pub fn features(
     net: &Net,
     cfg: &DeciderConfig,

@@ -423,8 +423,7 @@ pub fn run(recipe: &Recipe, out: &Path) -> anyhow::Result<Results> {
             })
             .collect::<anyhow::Result<Vec<_>>>()?
     };
-    let oracle_hard = decider_score(&decider, &val_feat, 0.5)?.oracle_hard;
-    decider.cfg.threshold = pick_threshold(&threshold_sweep, oracle_hard)?;
+    decider.cfg.threshold = pick_threshold(&threshold_sweep, val_feat.oracle_hard())?;
     let score = decider_score(&decider, &val_feat, decider.cfg.threshold)?;
     eprintln!("decider: {score:?}");
     clock.lap("threshold");
@@ -517,7 +516,7 @@ pub fn run(recipe: &Recipe, out: &Path) -> anyhow::Result<Results> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use tah_core::eval::{EvalSummary, Tally};
+    use tah_core::eval::Tally;
 
     /// A sweep row: `correct` of 100 questions, `hard` of 10,000 tokens.
     fn row(threshold: f32, correct: usize, hard: usize) -> ModeResult {

@@ -387,6 +387,6 @@ pub fn decider_score(
         threshold,
         f1: 2.0 * tp as f64 / (predicted + oracle).max(1) as f64,
         predicted_hard: predicted as f64 / n,
-        oracle_hard: oracle as f64 / n,
+        oracle_hard: val.oracle_hard(),
     })
 }

@@ -132,23 +132,20 @@ fn subtraction(a: u64, b: u64) -> Worked {
     let (da, db) = (digits(a, w), digits(b, w));
     let mut borrow = 0;
     let mut steps = Vec::with_capacity(w);
-    for i in 0..w {
-        let need = db[i] + borrow;
+    for (&top, &bottom) in da.iter().zip(&db) {
+        let need = bottom + borrow;
         let taken = if borrow > 0 { "-1" } else { "" };
-        let line = if da[i] < need {
-            let top = da[i] + 10;
+        let borrows = top < need;
+        steps.push(if borrows {
+            let ten_more = top + 10;
             format!(
-                "{}-{}{taken}, borrow: {top}-{}{taken}={}",
-                da[i],
-                db[i],
-                db[i],
-                top - need
+                "{top}-{bottom}{taken}, borrow: {ten_more}-{bottom}{taken}={}",
+                ten_more - need
             )
         } else {
-            format!("{}-{}{taken}={}", da[i], db[i], da[i] - need)
-        };
-        borrow = u64::from(da[i] < need);
-        steps.push(line);
+            format!("{top}-{bottom}{taken}={}", top - need)
+        });
+        borrow = u64::from(borrows);
     }
     block(Op::Sub, a, b, steps, Answer::whole(a - b))
 }
