@@ -190,8 +190,11 @@ const WORD: &[(Op, Op, &str)] = &[
 /// divisors one digit.
 fn word_numbers(rng: &mut Rng, first: Op, second: Op) -> [u64; 3] {
     loop {
-        // A product's top number has at most two digits.
-        let small = second == Op::Mul;
+        // A product's top number has at most two digits; half of the other
+        // problems draw the same small numbers, so their size never tells
+        // which operations the text asks for (with small numbers only in
+        // add-then-multiply problems, a model learns "small: multiply").
+        let small = second == Op::Mul || rng.unit() < 0.5;
         let (a, b) = match first {
             Op::Add if small => (rng.range(2, 60), rng.range(2, 39)),
             Op::Add => (rng.range(2, 999), rng.range(2, 999)),
@@ -212,6 +215,7 @@ fn word_numbers(rng: &mut Rng, first: Op, second: Op) -> [u64; 3] {
             _ => a * b,
         };
         let c = match second {
+            Op::Add if small => rng.range(2, 60),
             Op::Add => rng.range(2, 999),
             Op::Sub if r < 2 => continue,
             Op::Sub => rng.range(1, r - 1),
