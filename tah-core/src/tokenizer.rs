@@ -37,6 +37,11 @@ impl TahTokenizer {
     }
 
     fn parse(json: &str) -> std::result::Result<Self, String> {
+        // A syntax error inside some sections (`decoder`, ...) makes
+        // `tokenizers` panic rather than return its error, so the whole text
+        // is checked to be JSON first (found by fuzzing `gguf_model`).
+        serde_json::from_str::<serde::de::IgnoredAny>(json)
+            .map_err(|e| format!("invalid tokenizer.json: {e}"))?;
         let mut tokenizer: Tokenizer = json
             .parse()
             .map_err(|e| format!("invalid tokenizer.json: {e}"))?;
@@ -369,6 +374,11 @@ mod tests {
         ));
         assert!(matches!(
             TahTokenizer::from_json("not json"),
+            Err(Error::Tokenizer(_))
+        ));
+        // `tokenizers` itself panics on this one.
+        assert!(matches!(
+            TahTokenizer::from_json("{\"decoder\": {\"type\": ]}"),
             Err(Error::Tokenizer(_))
         ));
         let missing = fixtures().join("qwen3-tokenizer/no-such-file.json");
