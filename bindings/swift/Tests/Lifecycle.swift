@@ -55,8 +55,9 @@ func lifecycleTests(_ run: TestRun, model: TahModel, gguf: String, tah: Case) as
 
     let modelData = FileManager.default.contents(atPath: gguf)!
     let packed = dir + "/packed.bin"
-    FileManager.default.createFile(
-        atPath: packed, contents: Data(repeating: 0x5A, count: 4096) + modelData + Data(count: 1000))
+    precondition(FileManager.default.createFile(
+        atPath: packed, contents: Data(repeating: 0x5A, count: 4096) + modelData + Data(count: 1000)),
+        "cannot write \(packed)")
     let size = UInt64(modelData.count)
     func loadFd(_ fd: Int32, _ offset: UInt64, _ length: UInt64) throws -> TahModel {
         try TahModel.loadFrom(source: .fd(fd: fd, offset: offset, length: length), options: ModelOptions())
@@ -138,7 +139,7 @@ func lifecycleTests(_ run: TestRun, model: TahModel, gguf: String, tah: Case) as
         ]
         let damaged = dir + "/damaged.tahstate"
         for (name, content) in variants {
-            FileManager.default.createFile(atPath: damaged, contents: Data(content))
+            try check(FileManager.default.createFile(atPath: damaged, contents: Data(content)), "cannot write \(damaged)")
             try await expectError("SessionState (\(name))", isSessionState) {
                 _ = try TahSession.restore(model: model, path: damaged)
             }

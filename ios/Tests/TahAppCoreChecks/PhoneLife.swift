@@ -68,7 +68,8 @@ func phoneLifeChecks(_ run: TestRun, gguf: String) async {
 
     await run.test("a damaged conversation file: an empty chat with a notice; the next answer saves a good one") {
         let conversation = dir + "/damaged.tahstate"
-        FileManager.default.createFile(atPath: conversation, contents: Data("TAHSTATE garbage".utf8))
+        try check(FileManager.default.createFile(atPath: conversation, contents: Data("TAHSTATE garbage".utf8)),
+            "cannot write \(conversation)")
         let app = try await launchedApp(gguf, conversation: conversation)
         try check(app.chat.entries.isEmpty && (app.chat.notice ?? "").contains("could not be restored"),
             "\(String(describing: app.chat.notice))")
