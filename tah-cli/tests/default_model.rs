@@ -2,7 +2,8 @@
 //! curriculum model) through the real `tah` binary, with no `--model`:
 //! questions of every kind, asked several ways, alone and in one chat,
 //! greedy (none of them in its training data, `tah_train::data::SHOWCASE`),
-//! and `tah eval` on its held-out split.
+//! and `tah eval` on its held-out split and on the small-number word
+//! problem probe (`models/arith-probe-small.jsonl`).
 
 use std::io::Write;
 use std::process::{Command, Stdio};
@@ -72,15 +73,15 @@ fn generate_without_model_works_the_readme_question() {
     );
 }
 
-/// `tah eval` without `--model` on the first `limit` problems of the
-/// committed test split, `never` and `decider`: the table and the
+/// `tah eval` without `--model` on the first `limit` problems of
+/// `models/<data>`, `never` and `decider`: the table and the
 /// `(N/M correct)` of its two mode rows.
-fn eval_default(limit: &str) -> (String, Vec<(usize, usize)>) {
-    let data = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/arith-test.jsonl");
+fn eval_default(data: &str, limit: &str) -> (String, Vec<(usize, usize)>) {
+    let data = format!("{}/../models/{data}", env!("CARGO_MANIFEST_DIR"));
     let args = [
         "eval",
         "--data",
-        data,
+        &data,
         "--limit",
         limit,
         "--modes",
@@ -108,11 +109,11 @@ fn generate_answers_every_kind() {
             wrong.push(format!("{question} -> {output}"));
         }
     }
-    // The shipped model gets 11 of the 12 (models/README: the first word
-    // problem, whose small numbers look like a multiplication problem's, is
-    // wrong); a model that lost its training gets none.
+    // The shipped model gets all 12 (the one before it worked the first
+    // word problem, whose numbers are small, as a multiplication); a model
+    // that lost its training gets none.
     assert!(
-        wrong.len() <= 1,
+        wrong.is_empty(),
         "{} wrong answers:\n{}",
         wrong.len(),
         wrong.join("\n---\n")
@@ -138,12 +139,13 @@ fn chat_answers_later_questions_as_well_as_the_first() {
 #[test]
 fn eval_without_model_reports_every_kind() {
     // The curriculum split (models/README): every kind and chats. The
-    // shipped model scores ~99% on it (all of these 60 items); one that no
+    // shipped model scores ~96% on all of it and, on these 60 items (78
+    // questions), 70/78 in `never` and 73/78 in `decider` mode; one that no
     // longer loads right or lost its training, ~0%.
-    let (table, rows) = eval_default("60");
+    let (table, rows) = eval_default("arith-test.jsonl", "60");
     for (correct, questions) in rows {
         assert!(
-            correct * 20 >= questions * 19,
+            correct * 20 >= questions * 17,
             "{correct}/{questions}:\n{table}"
         );
     }
@@ -155,4 +157,21 @@ fn eval_without_model_reports_every_kind() {
     }
     assert!(table.contains("later questions"), "{table}");
     assert!(table.contains("vs never"), "{table}");
+}
+
+#[test]
+fn eval_without_model_solves_small_number_word_problems() {
+    // Every word-problem template with small numbers, outside the test
+    // split (models/README, "Small numbers"). The shipped model: 158/168 in
+    // `never`, 160/168 in `decider` mode; the default before it, which had
+    // seen small numbers only in add-then-multiply problems, 106/168.
+    let (table, rows) = eval_default("arith-probe-small.jsonl", "168");
+    for (correct, questions) in rows {
+        assert_eq!(questions, 168, "{table}");
+        assert!(
+            correct * 10 >= questions * 9,
+            "{correct}/{questions}:\n{table}"
+        );
+    }
+    assert!(table.contains("  add-add "), "{table}");
 }
