@@ -20,18 +20,25 @@ import re
 from pathlib import Path
 
 PHRASING = Path(__file__).resolve().parents[1] / "train/src/data/phrasing.rs"
-NAMES = ["Ann", "Ben", "Cara", "Dan", "Eva", "Sam", "Lily", "Omar", "Mia", "Noah", "Zoe", "Leo"]
-ITEMS = ["apples", "pens", "cards", "coins", "books", "stickers", "marbles", "sweets"]
 
 
-def templates():
+def table(source, name):
+    """The body of `const NAME: ... = &[ ... ];` in phrasing.rs."""
+    body = source[source.index(f"const {name}:"):]
+    body = body[body.index("= &[") + 4:]
+    return body[: body.index("];")]
+
+
+def tables():
+    """The word-problem templates, names and items of phrasing.rs."""
     source = PHRASING.read_text(encoding="utf-8")
-    table = source[source.index("const WORD"):]
-    table = table[: table.index("];")]
-    found = re.findall(r'\(Op::(\w+), Op::(\w+), "([^"]+)"\)', table)
-    if not found:
-        raise SystemExit(f"no WORD templates found in {PHRASING}")
-    return [(first.lower(), second.lower(), text) for first, second, text in found]
+    templates = re.findall(r'\(Op::(\w+), Op::(\w+), "([^"]+)"\)', table(source, "WORD"))
+    names = re.findall(r'"([^"]+)"', table(source, "NAMES"))
+    items = re.findall(r'"([^"]+)"', table(source, "ITEMS"))
+    if not (templates and names and items):
+        raise SystemExit(f"no WORD, NAMES or ITEMS table found in {PHRASING}")
+    # The committed probe was drawn with the first eight items.
+    return [(f.lower(), s.lower(), text) for f, s, text in templates], names, items[:8]
 
 
 def apply(op, x, y):
@@ -73,15 +80,16 @@ def main():
     ap.add_argument("--seed", type=int, default=7)
     args = ap.parse_args()
     rng = random.Random(args.seed)
-    for first, second, text in templates():
+    templates, names, items = tables()
+    for first, second, text in templates:
         for _ in range(args.per_template):
             drawn = None
             while drawn is None:
                 drawn = numbers(rng, first, second)
             a, b, c = drawn
-            n, m = rng.sample(NAMES, 2)
+            n, m = rng.sample(names, 2)
             question = text
-            for key, value in (("{n}", n), ("{m}", m), ("{i}", rng.choice(ITEMS)),
+            for key, value in (("{n}", n), ("{m}", m), ("{i}", rng.choice(items)),
                                ("{a}", a), ("{b}", b), ("{c}", c)):
                 question = question.replace(key, str(value))
             item = {"answer": answer(first, second, a, b, c), "kind": f"{first}-{second}",
