@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates the committed Kotlin and Swift bindings of tah-ffi from an
-# unstripped debug build of the library (uniffi reads its metadata symbols).
+# unstripped test-profile build of the library (uniffi reads its metadata
+# symbols); scripts/test-bindings.sh runs its suites against that library.
 #   bindings/kotlin/src/main/kotlin/ai/tah/sdk/tah_ffi.kt
 #   bindings/swift/Sources/TahSDK/TahSDK.swift
 #   bindings/swift/Sources/TahFFI/{TahFFI.h,TahFFI.modulemap}
@@ -9,9 +10,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 target_dir=${CARGO_TARGET_DIR:-target}
 
-cargo build --quiet -p tah-ffi
-# Built apart: in a shared build its `cli` feature would leak into tah-ffi.
-cargo build --quiet -p uniffi-bindgen
+# The README's test command (`cargo test --workspace`) builds the library
+# and uniffi's `cli` feature already; building every target of the
+# workspace in its profile resolves the same features, so after it this
+# only links the generator (seconds). `cargo build -p tah-ffi` alone would
+# resolve other features and rebuild the dependencies (~10 min on 2 cores).
+# uniffi's `cli` feature reaching tah-ffi here is harmless: the shipped
+# library is built with `-p tah-ffi` (android/build-rust.sh, ios/).
+cargo build --quiet --workspace --all-targets --profile test
 lib="$target_dir/debug/libtah_ffi.so"
 bindgen="$target_dir/debug/uniffi-bindgen"
 
