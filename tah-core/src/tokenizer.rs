@@ -57,7 +57,8 @@ impl TahTokenizer {
         // 10,000 words on each thread that had encoded with it (~4 MiB in
         // tests/tokenizer_memory.rs; the soak test's slow RSS growth). A
         // cache of capacity 0 stores nothing; encoding then re-merges every
-        // word: 10,202 tokens took 15-16.5 ms instead of 11.6-14.8 ms here.
+        // word: 10,202 tokens took 15.2-16.5 ms instead of 11.6-14.8 ms
+        // (test profile, x86-64, one thread).
         let mut model = tokenizer.get_model().clone();
         model.resize_cache(0);
         tokenizer.with_model(model);
