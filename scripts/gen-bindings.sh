@@ -13,8 +13,9 @@ target_dir=${CARGO_TARGET_DIR:-target}
 # The README's test command (`cargo test --workspace`) builds the library
 # and uniffi's `cli` feature already; building every target of the
 # workspace in its profile resolves the same features, so after it this
-# only links the generator (seconds). `cargo build -p tah-ffi` alone would
-# resolve other features and rebuild the dependencies (~10 min on 2 cores).
+# only links the generator (seconds). `cargo build -p tah-ffi` and
+# `-p uniffi-bindgen` apart each resolve other features and rebuild the
+# dependencies (the two took ~630 s in CI).
 # uniffi's `cli` feature reaching tah-ffi here is harmless: the shipped
 # library is built with `-p tah-ffi` (android/build-rust.sh, ios/).
 cargo build --quiet --workspace --all-targets --profile test

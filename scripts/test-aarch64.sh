@@ -94,8 +94,8 @@ fi
 
 # Everything: clippy, one build of the test binaries, then the runs in two
 # parallel lanes (an emulated test mostly keeps one core busy), each lane's
-# output printed when it ends. Measured warm on 2026-12-07 (seconds):
-# max_kernels 530 + a76 7 against a53 460 + max_files 190.
+# output printed when it ends. In a clean clone's .ci/run on 2026-12-07
+# the lanes took 545 s (max_kernels, a76) and 645 s (a53, max_files).
 clippy
 cargo test -p tah-core --target "$TARGET" --no-run
 logs=$(mktemp -d)

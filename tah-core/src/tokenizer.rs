@@ -55,7 +55,7 @@ impl TahTokenizer {
         // tokenizer instance, and never frees it (not when the tokenizer is
         // dropped, not on `clear_cache`), so every model load left up to
         // 10,000 words on each thread that had encoded with it (~4 MiB in
-        // tests/tokenizer_memory.rs; the soak test's slow RSS growth). A
+        // tests/tokenizer_memory.rs; the soak test's heap growth). A
         // cache of capacity 0 stores nothing; encoding then re-merges every
         // word: 10,202 tokens took 15.2-16.5 ms instead of 11.6-14.8 ms
         // (test profile, x86-64, one thread).

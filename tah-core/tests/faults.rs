@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use candle_core::quantized::GgmlDType;
 use common::gguf::TempFile;
 use common::tiny_gguf::tiny_gguf;
-use common::{fixture_dir, fixture_model, generate, soak, tokenizer_path};
+use common::{fixture_dir, fixture_model, generate, soak, tokenizer_path, Lcg};
 use tah_core::{
     CancelHandle, ChatMessage, GenerationConfig, GenerationResult, IterationMode, LoadOptions,
     Prompt, StopReason, TahModel, TahSession,
@@ -29,19 +29,6 @@ fn sampled(seed: u64, max_new_tokens: usize) -> GenerationConfig {
         seed: Some(seed),
         max_new_tokens,
         ..GenerationConfig::default()
-    }
-}
-
-/// Deterministic "random" numbers for reproducible schedules.
-struct Lcg(u64);
-
-impl Lcg {
-    fn below(&mut self, n: u64) -> u64 {
-        self.0 = self
-            .0
-            .wrapping_mul(6_364_136_223_846_793_005)
-            .wrapping_add(1_442_695_040_888_963_407);
-        (self.0 >> 33) % n.max(1)
     }
 }
 

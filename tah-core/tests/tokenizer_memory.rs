@@ -11,7 +11,7 @@
 
 mod common;
 
-use common::tokenizer_path;
+use common::{tokenizer_path, Lcg};
 use tah_core::tokenizer::TahTokenizer;
 
 fn heap_in_use() -> usize {
@@ -19,25 +19,21 @@ fn heap_in_use() -> usize {
     unsafe { libc::mallinfo2() }.uordblks
 }
 
-/// `count` different lowercase words, each its own entry in a BPE cache.
-fn distinct_words(count: usize) -> String {
+/// `count` random seven-letter lowercase words (26^7 of them: nearly all
+/// different), each its own entry in a BPE cache.
+fn random_words(count: usize) -> String {
+    let mut rng = Lcg(7);
     let mut text = String::new();
-    let mut state = 0x9e37_79b9_7f4a_7c15u64;
     for _ in 0..count {
         text.push(' ');
-        for _ in 0..7 {
-            state = state
-                .wrapping_mul(6_364_136_223_846_793_005)
-                .wrapping_add(1_442_695_040_888_963_407);
-            text.push(char::from(b'a' + (state >> 59) as u8 % 26));
-        }
+        text.extend((0..7).map(|_| char::from(b'a' + rng.below(26) as u8)));
     }
     text
 }
 
 #[test]
 fn reloading_a_tokenizer_leaves_the_heap_as_it_was() {
-    let text = distinct_words(12_000);
+    let text = random_words(12_000);
     let load_and_encode = || {
         let tokenizer = TahTokenizer::from_file(&tokenizer_path()).unwrap();
         assert!(tokenizer.encode(&text).unwrap().len() > 12_000);

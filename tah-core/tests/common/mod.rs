@@ -33,6 +33,20 @@ pub fn fixture_dir() -> PathBuf {
     dir
 }
 
+/// Deterministic "random" numbers for reproducible schedules and texts.
+pub struct Lcg(pub u64);
+
+impl Lcg {
+    /// The next number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.0 = self
+            .0
+            .wrapping_mul(6_364_136_223_846_793_005)
+            .wrapping_add(1_442_695_040_888_963_407);
+        (self.0 >> 33) % n.max(1)
+    }
+}
+
 /// The real Qwen3 tokenizer.
 pub fn tokenizer_path() -> PathBuf {
     fixture_dir().join("qwen3-tokenizer/tokenizer.json")
